@@ -1,0 +1,3 @@
+fn main() {
+    // TODO: the command line (`run`, `check`, `demo`).
+}
