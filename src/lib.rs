@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod live;
 pub mod metrics;
+pub mod provider;
 pub mod snapshot;
 pub mod status;
 pub mod store;

@@ -4,6 +4,7 @@
 
 mod host;
 mod path;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::store::ObjectKey;
 
 pub use host::{HostTable, normalize_host};
 pub use path::{PathMatch, PathTable};
+pub use table::{BackendRow, CertificateRow, RouteRow, RouteTable, VirtualHostRow};
 
 /// One generation of the routing configuration.
 #[derive(Debug, Default)]

@@ -1,0 +1,3 @@
+//! Providers fill the compiler's [`crate::store::Store`] from a source of objects.
+
+pub mod parse;

@@ -1,0 +1,314 @@
+//! Parsing of manifest files: multi-document YAML or JSON, `kind: List` included, into the
+//! objects the compiler reads.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::store::{ObjectKey, ObjectRef, Store};
+
+/// Namespace given to namespaced objects that name none, as `kubectl apply` does.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// One object Gangway reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// networking.k8s.io/v1 IngressClass.
+    IngressClass(Arc<IngressClass>),
+    /// networking.k8s.io/v1 Ingress.
+    Ingress(Arc<Ingress>),
+    /// v1 Service.
+    Service(Arc<Service>),
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice(Arc<EndpointSlice>),
+    /// v1 Secret.
+    Secret(Arc<Secret>),
+}
+
+impl Object {
+    /// Returns the kind and key of the object.
+    pub fn object_ref(&self) -> ObjectRef {
+        let (kind, metadata) = match self {
+            Object::IngressClass(o) => ("IngressClass", &o.metadata),
+            Object::Ingress(o) => ("Ingress", &o.metadata),
+            Object::Service(o) => ("Service", &o.metadata),
+            Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+            Object::Secret(o) => ("Secret", &o.metadata),
+        };
+        ObjectRef::new(
+            kind,
+            ObjectKey::new(
+                metadata.namespace.clone().unwrap_or_default(),
+                metadata.name.clone().unwrap_or_default(),
+            ),
+        )
+    }
+
+    /// Inserts the object into `store`, replacing an object of the same kind and key.
+    /// Returns true when an object was replaced.
+    pub fn insert_into(self, store: &mut Store) -> bool {
+        let key = self.object_ref().key;
+        match self {
+            Object::IngressClass(o) => store.ingress_classes.insert(key, o).is_some(),
+            Object::Ingress(o) => store.ingresses.insert(key, o).is_some(),
+            Object::Service(o) => store.services.insert(key, o).is_some(),
+            Object::EndpointSlice(o) => store.endpoint_slices.insert(key, o).is_some(),
+            Object::Secret(o) => store.secrets.insert(key, o).is_some(),
+        }
+    }
+}
+
+/// A document that could not be read. The message names the document (1-based, in file
+/// order) and, where the parser knows it, the line or the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("document {document}: {message}")]
+pub struct ParseError {
+    /// 1-based index of the document in the file.
+    pub document: usize,
+    /// What is wrong, naming the line or field.
+    pub message: String,
+}
+
+/// The objects of one file, and the documents that failed.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    /// Objects of the kinds Gangway reads, in file order. Other kinds are skipped.
+    pub objects: Vec<Object>,
+    /// Documents that failed to parse.
+    pub errors: Vec<ParseError>,
+}
+
+/// Parses the contents of one manifest file.
+///
+/// YAML streams are split on `---` lines the way kubectl's YAML reader splits them, so an
+/// error names its document and the other documents still parse. JSON is a subset of YAML
+/// and goes through the same path. Objects without a namespace get `default`.
+pub fn parse_manifests(text: &str) -> ParsedFile {
+    let mut parsed = ParsedFile::default();
+    for (index, (first_line, document)) in split_documents(text).into_iter().enumerate() {
+        let number = index + 1;
+        let value: Value = match serde_saphyr::from_str(document) {
+            Ok(value) => value,
+            Err(error) => {
+                parsed.errors.push(ParseError {
+                    document: number,
+                    message: format!(
+                        "invalid YAML (document starts at line {first_line}): {}",
+                        first_line_of(&error.to_string())
+                    ),
+                });
+                continue;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        if let Err(message) = collect_value(value, &mut parsed.objects) {
+            parsed.errors.push(ParseError {
+                document: number,
+                message,
+            });
+        }
+    }
+    parsed
+}
+
+/// Splits a YAML stream into documents on lines that consist of `---` (optionally followed by
+/// a comment or content after a space). Returns each document with its 1-based first line.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut documents = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (line_index, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        let is_separator =
+            trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---\t");
+        if is_separator {
+            documents.push((start_line, &text[start..offset]));
+            // Content after `--- ` belongs to the next document, so keep it.
+            start = offset + 3;
+            start_line = line_index + 1;
+        }
+        offset += line.len();
+    }
+    documents.push((start_line, &text[start..]));
+    documents
+        .into_iter()
+        .filter(|(_, document)| {
+            document
+                .lines()
+                .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+fn first_line_of(message: &str) -> &str {
+    message.lines().next().unwrap_or(message)
+}
+
+/// Adds the objects in one document to `out`: a single object, or the items of a `List`.
+fn collect_value(value: Value, out: &mut Vec<Object>) -> Result<(), String> {
+    let Value::Object(map) = &value else {
+        return Err("expected a Kubernetes object (a mapping with apiVersion and kind)".into());
+    };
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = kind.as_str();
+    if kind.is_empty() {
+        return Err("missing field `kind`".into());
+    }
+    if api_version.is_empty() {
+        return Err(format!("{kind}: missing field `apiVersion`"));
+    }
+    if kind == "List" || kind.ends_with("List") && map.contains_key("items") {
+        let Some(Value::Array(items)) = map.get("items").cloned() else {
+            return Err(format!("{kind}: field `items` must be a list"));
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            collect_value(item, out).map_err(|message| format!("items[{index}]: {message}"))?;
+        }
+        return Ok(());
+    }
+    let object = match (api_version.as_str(), kind) {
+        ("networking.k8s.io/v1", "IngressClass") => {
+            Object::IngressClass(Arc::new(decode::<IngressClass>(value, kind, false)?))
+        }
+        ("networking.k8s.io/v1", "Ingress") => {
+            Object::Ingress(Arc::new(decode::<Ingress>(value, kind, true)?))
+        }
+        ("v1", "Service") => Object::Service(Arc::new(decode::<Service>(value, kind, true)?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::EndpointSlice(Arc::new(decode::<EndpointSlice>(value, kind, true)?))
+        }
+        ("v1", "Secret") => Object::Secret(Arc::new(decode::<Secret>(value, kind, true)?)),
+        _ => return Ok(()),
+    };
+    out.push(object);
+    Ok(())
+}
+
+/// Decodes one object, naming the failing field, and fills in the default namespace.
+fn decode<K>(value: Value, kind: &str, namespaced: bool) -> Result<K, String>
+where
+    K: DeserializeOwned
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let label = if name.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} {name}")
+    };
+    let mut object: K = serde_path_to_error::deserialize(value).map_err(|error| {
+        format!(
+            "{label}: invalid field `{}`: {}",
+            error.path(),
+            error.inner()
+        )
+    })?;
+    let metadata = object.metadata_mut();
+    if metadata.name.as_deref().unwrap_or("").is_empty() {
+        return Err(format!("{kind}: missing field `metadata.name`"));
+    }
+    if namespaced {
+        if metadata.namespace.as_deref().unwrap_or("").is_empty() {
+            metadata.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+        }
+    } else {
+        metadata.namespace = None;
+    }
+    Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_with_list() {
+        let text = r#"
+# leading comment
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: IngressClass
+  metadata: {name: gangway}
+  spec: {controller: gangway.dev/ingress-controller}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: ignored}
+---
+---
+"#;
+        let parsed = parse_manifests(text);
+        assert_eq!(parsed.errors, vec![]);
+        let refs: Vec<String> = parsed
+            .objects
+            .iter()
+            .map(|o| o.object_ref().to_string())
+            .collect();
+        assert_eq!(refs, vec!["Service default/web", "IngressClass gangway"]);
+    }
+
+    #[test]
+    fn json_document() {
+        let text = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"tls","namespace":"web"},"type":"kubernetes.io/tls"}"#;
+        let parsed = parse_manifests(text);
+        assert_eq!(parsed.errors, vec![]);
+        assert_eq!(parsed.objects[0].object_ref().to_string(), "Secret web/tls");
+    }
+
+    #[test]
+    fn bad_document_is_named_and_others_parse() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\nkind: [unclosed\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\n";
+        let parsed = parse_manifests(text);
+        assert_eq!(parsed.objects.len(), 2);
+        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.errors[0].document, 2);
+        assert!(
+            parsed.errors[0].message.contains("line 4"),
+            "{}",
+            parsed.errors[0]
+        );
+    }
+
+    #[test]
+    fn wrong_field_type_names_the_field() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: eighty}]}\n";
+        let parsed = parse_manifests(text);
+        assert_eq!(parsed.errors.len(), 1);
+        let message = &parsed.errors[0].message;
+        assert!(message.contains("Service web"), "{message}");
+        assert!(message.contains("spec.ports[0].port"), "{message}");
+    }
+
+    #[test]
+    fn missing_name_is_an_error() {
+        let parsed = parse_manifests("apiVersion: v1\nkind: Service\nmetadata: {}\n");
+        assert_eq!(parsed.objects.len(), 0);
+        assert!(parsed.errors[0].message.contains("metadata.name"));
+    }
+}
