@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import helm_python as helm
+import pytest
+
 from chart_objects import Renderer, command_line_flags, controller_container, environment
 from render import Document
 
@@ -132,11 +135,17 @@ def test_optional_flags_absent_by_default(default_documents: list[Document]) -> 
 
 
 def test_extra_args_appended_last(render_chart: Renderer) -> None:
-    extra = ["--log-level=debug: verbose", "--some-future-flag=1"]
+    # The first argument holds YAML syntax, which must survive rendering as one string.
+    extra = ["--future-flag=a: b # c", "--kubeconfig", "/etc/gangway/kubeconfig"]
 
     args = controller_container(render_chart({"controller": {"extraArgs": extra}}))["args"]
 
-    assert args[-2:] == extra
+    assert args[-3:] == extra
+
+
+def test_extra_args_repeating_flag_rejected(render_chart: Renderer) -> None:
+    with pytest.raises(helm.HelmRenderError, match="controller.extraArgs repeats --log-level"):
+        render_chart({"controller": {"extraArgs": ["--log-level=debug"]}})
 
 
 def test_pod_identity_from_downward_api(default_documents: list[Document]) -> None:

@@ -117,6 +117,12 @@ def test_deployment_defaults(default_documents: list[Document]) -> None:
     assert selector.items() <= pod_labels.items()
 
 
+def test_recreate_strategy_drops_rolling_update(render_chart: Renderer) -> None:
+    deployment = only_object(render_chart({"updateStrategy": {"type": "Recreate"}}), "Deployment")
+
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
 def test_image_tag_defaults_to_app_version(default_documents: list[Document], chart: helm.Chart) -> None:
     image = controller_container(default_documents)["image"]
 

@@ -35,6 +35,15 @@ contexts and the default anti-affinity.
 {{- end }}
 {{- $args = append $args (printf "--leader-election-namespace=%s" .Release.Namespace) }}
 {{- $args = append $args (printf "--leader-election-lease=%s" (include "gangway.leaseName" .)) }}
+{{- /* clap, the binary's argument parser, rejects a repeated flag by default, so a repeat in extraArgs would crash the pod at start. */}}
+{{- $chartFlags := list }}
+{{- range $args }}{{ $chartFlags = append $chartFlags (regexFind "^--[^=]+" .) }}{{ end }}
+{{- range $c.extraArgs }}
+{{- $flag := regexFind "^--[^=]+" . }}
+{{- if and $flag (has $flag $chartFlags) }}
+{{- fail (printf "controller.extraArgs repeats %s, which the chart already sets from a controller value: set that value instead (see the chart README)" $flag) }}
+{{- end }}
+{{- end }}
 {{- toYaml (concat $args $c.extraArgs) }}
 {{- end }}
 
