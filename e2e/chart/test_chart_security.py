@@ -103,3 +103,8 @@ def test_user_capabilities_kept_for_privileged_port(render_chart: Renderer) -> N
 def test_service_account_token_mounted(default_documents: list[Document]) -> None:
     # The controller reads the API server with the ServiceAccount token, so it must be mounted.
     assert controller_pod_spec(default_documents)["automountServiceAccountToken"] is True
+
+
+def test_service_links_disabled(default_documents: list[Document]) -> None:
+    # Service links for the Service "gangway" would add GANGWAY_* variables, the prefix the flags read.
+    assert controller_pod_spec(default_documents)["enableServiceLinks"] is False
