@@ -29,7 +29,7 @@ DEFAULT_RELEASE = "gangway"
 DEFAULT_NAMESPACE = "gangway"
 REGENERATE_COMMAND = "e2e/setup.sh && .venv/bin/python e2e/chart/render.py --write deploy/gangway.yaml"
 
-# Kinds in the order `helm install` applies them (InstallOrder in Helm's
+# Kinds in the order `helm install` applies them (InstallOrder in Helm 3's
 # pkg/releaseutil/kind_sorter.go), cut down to the kinds this chart renders.
 # Kinds missing here, such as ServiceMonitor, go last, as Helm puts them.
 INSTALL_ORDER = [
@@ -161,7 +161,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Merge override into base recursively, as Helm merges repeated --values and --set."""
+    """Merge override into base as Helm merges values files: maps key by key, while lists and scalars are replaced."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -177,8 +177,10 @@ def main(argv: list[str]) -> int:
     values: dict[str, Any] = {}
     for path in arguments.values:
         values = merge_values(values, yaml.safe_load(path.read_text()) or {})
-    for expression in arguments.set:
-        values = merge_values(values, helm.parse_set_string(expression))
+    if arguments.set:
+        # One parse of all expressions, so that list indices from several --set
+        # flags fill one list, as Helm's parser does when it reads them in turn.
+        values = merge_values(values, helm.parse_set_string(",".join(arguments.set)))
 
     try:
         manifest = render_install_manifest(

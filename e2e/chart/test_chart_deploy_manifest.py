@@ -74,3 +74,18 @@ def test_render_script_reports_bad_values() -> None:
     assert result.returncode == 1
     assert "failed to render" in result.stderr
     assert "/controller/logFormat" in result.stderr
+
+
+def test_render_script_joins_list_indices() -> None:
+    result = run_render_script(
+        "--set", "topologySpreadConstraints[0].maxSkew=1",
+        "--set", "topologySpreadConstraints[0].topologyKey=zone",
+        "--set", "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+    )
+
+    assert result.returncode == 0, result.stderr
+    deployment = next(item for item in yaml.safe_load_all(result.stdout) if item and item["kind"] == "Deployment")
+    constraint = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+    assert constraint["maxSkew"] == 1
+    assert constraint["topologyKey"] == "zone"
+    assert constraint["whenUnsatisfiable"] == "DoNotSchedule"
