@@ -135,7 +135,7 @@ def test_optional_flags_absent_by_default(default_documents: list[Document]) -> 
 
 
 def test_extra_args_appended_last(render_chart: Renderer) -> None:
-    # The first argument holds YAML syntax, which must survive rendering as one string.
+    # The first argument contains YAML syntax, which must survive rendering as one string.
     extra = ["--future-flag=a: b # c", "--kubeconfig", "/etc/gangway/kubeconfig"]
 
     args = controller_container(render_chart({"controller": {"extraArgs": extra}}))["args"]

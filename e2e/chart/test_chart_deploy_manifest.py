@@ -22,10 +22,10 @@ def test_deploy_manifest_in_sync() -> None:
         diff = difflib.unified_diff(
             actual.splitlines(), expected.splitlines(), "deploy/gangway.yaml", "chart render", lineterm=""
         )
-        shown = "\n".join(list(diff)[:DIFF_LINES_SHOWN])
+        diff_excerpt = "\n".join(list(diff)[:DIFF_LINES_SHOWN])
         raise AssertionError(
             "deploy/gangway.yaml is out of sync with charts/gangway. Regenerate it with:\n"
-            f"  {render.REGENERATE_COMMAND}\n{shown}"
+            f"  {render.REGENERATE_COMMAND}\n{diff_excerpt}"
         )
 
 
