@@ -6,17 +6,15 @@ use clap::Parser;
 use gangway::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // rustls is built with ring only; installing it as the process default means no code path
-    // can pick another provider. It fails only when a provider is already installed.
+    // rustls is built with ring only, and installing ring as the process default lets code
+    // that asks rustls for the default provider find it. Installing fails only when a
+    // provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => gangway::run::run(args),
         Command::Check(args) => gangway::check::check(&args),
-        // TODO: serve through the proxy once its API is on this branch.
-        Command::Run(_) | Command::Demo(_) => {
-            eprintln!("gangway: run and demo are not built yet");
-            ExitCode::from(2)
-        }
+        Command::Demo(args) => gangway::demo::demo(args),
     }
 }
