@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +30,9 @@ pub enum RunError {
     /// The control-plane runtime could not be built.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The SIGTERM and SIGINT handlers could not be installed.
+    #[error("failed to install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
     /// The admin listener could not bind its address.
     #[error("failed to listen on the admin address {address}: {source}")]
     AdminListen {
@@ -161,6 +165,10 @@ pub fn serve(
         .thread_name("gangway-control")
         .build()
         .map_err(RunError::Runtime)?;
+    let signals = {
+        let _context = runtime.enter();
+        ShutdownSignals::install()?
+    };
 
     let live = Arc::new(Live::new(Arc::new(Metrics::new())));
     let admin_listener = runtime
@@ -207,7 +215,7 @@ pub fn serve(
             live.clone(),
             shutdown.clone(),
         ));
-        wait_for_signal(&shutdown).await;
+        signals.wait(&shutdown).await;
         shutdown.cancel();
         if let Err(error) = provider_task.await {
             tracing::error!(%error, "manifest provider task failed");
@@ -224,26 +232,28 @@ pub fn serve(
     Ok(())
 }
 
-/// Waits for SIGTERM, SIGINT or the cancellation of `shutdown`, and logs which one came.
-async fn wait_for_signal(shutdown: &CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
+/// Handlers for SIGTERM and SIGINT, installed before anything starts so that a signal during
+/// start-up also leads to a clean stop.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
 
-    let (mut terminate, mut interrupt) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
-        (Err(error), _) | (_, Err(error)) => {
-            // Without signal handlers the process can still be stopped by `shutdown`, and
-            // SIGTERM keeps its default action of ending the process.
-            tracing::error!(%error, "failed to install signal handlers");
-            shutdown.cancelled().await;
-            return;
+impl ShutdownSignals {
+    /// Installs the handlers. Must run inside a tokio runtime.
+    fn install() -> Result<Self, RunError> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(RunError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(RunError::Signals)?,
+        })
+    }
+
+    /// Waits for SIGTERM, SIGINT or the cancellation of `shutdown`, and logs which came.
+    async fn wait(mut self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = self.interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            () = shutdown.cancelled() => tracing::info!("shutting down"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
-        () = shutdown.cancelled() => tracing::info!("shutting down"),
     }
 }

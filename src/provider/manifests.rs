@@ -239,6 +239,7 @@ impl ManifestProvider {
             generation,
             objects = store.len(),
             routes,
+            problems = problems.len(),
             errors,
             warnings,
             compile_time_us = compile_time.as_micros() as u64,
