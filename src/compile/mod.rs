@@ -19,6 +19,9 @@ mod select;
 mod tls;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use crate::snapshot::Snapshot;
 use crate::status::{Severity, StatusReport};
 use crate::store::Store;
