@@ -36,6 +36,18 @@ fn broken_example_exits_one_naming_problems() {
         "{stdout}"
     );
     assert!(
+        lines.contains(
+            &"orphan.example.test  /     Prefix  (responds 503)  -          -           no"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|line| line.starts_with(
+            "error: Ingress default/orphan spec.rules[0].http.paths[0].backend.service.name: ServiceNotFound:"
+        )),
+        "{stdout}"
+    );
+    assert!(
         lines.iter().any(|line| line.starts_with(
             "error: File wrong-type.yaml: InvalidManifest: document 1: Service wrong-type: invalid field `spec.ports[0].port`"
         )),
@@ -50,7 +62,14 @@ fn standalone_example_exits_zero() {
     let stdout = stdout_of(&output);
 
     assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(stdout.ends_with("0 errors, 0 warnings.\n"), "{stdout}");
+    let expected = "\
+HOST               PATH  MATCH   BACKEND        ENDPOINTS       TLS SECRET  HTTPS REDIRECT
+shop.example.test  /     Prefix  shop/web:http  127.0.0.1:9001  -           no
+shop.example.test  /api  Prefix  shop/api:8080  127.0.0.1:9002  -           no
+
+0 errors, 0 warnings.
+";
+    assert_eq!(stdout, expected);
 }
 
 #[test]

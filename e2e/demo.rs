@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
 
-use support::{ChildGuard, free_port};
+use support::{ChildGuard, free_port, wait_until_ready};
 
 /// Generous bounds, because other builds may load the machine; the demo starts in well under a
 /// second when it is idle.
@@ -64,26 +64,6 @@ fn curl(command_line: &str) -> String {
     String::from_utf8(output.stdout).expect("curl output is not UTF-8")
 }
 
-fn wait_until_ready(admin_port: u16) {
-    let url = format!("http://127.0.0.1:{admin_port}/readyz");
-    let started = Instant::now();
-    loop {
-        let status = Command::new("curl")
-            .args(["--silent", "--output", "/dev/null", "--max-time", "2"])
-            .args(["--write-out", "%{http_code}", &url])
-            .output()
-            .expect("failed to run curl");
-        if status.stdout == b"200" {
-            return;
-        }
-        assert!(
-            started.elapsed() < START_TIMEOUT,
-            "{url} never returned 200"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn find_line<'a>(lines: &'a [String], needle: &str) -> &'a str {
     lines
         .iter()
@@ -97,7 +77,6 @@ fn echo_reply(body: &str) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "needs the Ingress compiler, which is not merged into this branch yet"]
 fn demo_serves_printed_curl_lines_and_stops_on_sigterm() {
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
@@ -118,7 +97,7 @@ fn demo_serves_printed_curl_lines_and_stops_on_sigterm() {
         .map(|(_, path)| PathBuf::from(path))
         .expect("the first line names the manifest directory");
     assert!(directory.is_dir(), "{}", directory.display());
-    wait_until_ready(admin);
+    wait_until_ready(admin, START_TIMEOUT);
 
     // HTTP by host and path.
     let reply = echo_reply(&curl(find_line(&lines, "http://echo.gangway.test")));

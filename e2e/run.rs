@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 mod support;
 
-use support::{ChildGuard, free_port};
+use support::{ChildGuard, free_port, wait_until_ready};
 
 /// Generous bounds, because other builds may load the machine.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -96,7 +96,6 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 #[test]
-#[ignore = "needs the Ingress compiler, which is not merged into this branch yet"]
 fn run_serves_directory_and_follows_changes() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -130,7 +129,7 @@ fn run_serves_directory_and_follows_changes() {
 
     // The first snapshot is live before the proxy accepts, so the first 200 from /readyz
     // means the route works.
-    wait_for_status(admin, "127.0.0.1", "200", START_TIMEOUT);
+    wait_until_ready(admin, START_TIMEOUT);
     assert_eq!(status_for_host(http, "first.test"), "200");
     assert_eq!(status_for_host(http, "second.test"), "404");
 

@@ -48,3 +48,21 @@ impl ChildGuard {
         }
     }
 }
+
+/// Polls `/readyz` on the admin port with curl until it returns 200, failing after `timeout`.
+pub fn wait_until_ready(admin_port: u16, timeout: Duration) {
+    let url = format!("http://127.0.0.1:{admin_port}/readyz");
+    let started = Instant::now();
+    loop {
+        let output = Command::new("curl")
+            .args(["--silent", "--output", "/dev/null", "--max-time", "2"])
+            .args(["--write-out", "%{http_code}", &url])
+            .output()
+            .expect("failed to run curl");
+        if output.stdout == b"200" {
+            return;
+        }
+        assert!(started.elapsed() < timeout, "{url} never returned 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
