@@ -77,7 +77,7 @@ fn echo_reply(body: &str) -> serde_json::Value {
 }
 
 #[test]
-fn demo_serves_printed_curl_lines_and_stops_on_sigterm() {
+fn demo_serves_printed_curl_lines() {
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gangway"))

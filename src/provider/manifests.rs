@@ -111,7 +111,8 @@ impl ManifestProvider {
     ) -> Result<Self, ManifestError> {
         let mut set = ManifestSet::new(dir)?;
         let (sender, events) = mpsc::unbounded_channel();
-        // notify calls this on its own thread; a send only fails after the provider stopped.
+        // notify calls this on its own thread. A send fails only once the provider, which owns
+        // the receiver, is dropped.
         let mut watcher = notify::recommended_watcher(move |event| {
             let _ = sender.send(event);
         })
@@ -218,6 +219,8 @@ impl ManifestProvider {
                 tracing::debug!("manifest events changed no file content; not publishing");
             }
             Err(error) => {
+                // TODO: watch the directory again when it is deleted and created anew; until
+                // then, changes after such a re-creation are seen only after a restart.
                 tracing::error!(%error, "failed to rescan the manifest directory; keeping the last snapshot");
             }
         }

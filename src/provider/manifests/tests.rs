@@ -457,6 +457,33 @@ async fn watcher_follows_renames_and_editor_saves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_follows_configmap_volume_updates() {
+    // The kubelet updates a ConfigMap volume by writing a new hidden directory, pointing a
+    // temporary symlink at it and renaming that symlink over `..data`. The visible paths
+    // never change, only what they resolve to.
+    let watched = Watched::start(&[("..2025_01/web.yaml", BROKEN)]);
+    let root = watched.root().to_owned();
+    std::os::unix::fs::symlink("..2025_01", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/web.yaml", root.join("web.yaml")).unwrap();
+    watched
+        .wait_for("the first ConfigMap version", |report| {
+            has_problem(report, "File web.yaml InvalidManifest")
+        })
+        .await;
+
+    write(&root, "..2025_02/web.yaml", &service("web", 80));
+    std::os::unix::fs::symlink("..2025_02", root.join("..data_tmp")).unwrap();
+    fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    fs::remove_dir_all(root.join("..2025_01")).unwrap();
+    watched
+        .wait_for("the second ConfigMap version", |report| {
+            report.problems.is_empty()
+        })
+        .await;
+    watched.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_directories_added_and_removed() {
     let watched = Watched::start(&[]);
 
