@@ -56,7 +56,7 @@ pub fn demo(args: DemoArgs) -> ExitCode {
     match serve_demo(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "gangway demo stopped");
+            tracing::error!(%error, "failed to run the demo");
             ExitCode::from(run::EXIT_FAILURE)
         }
     }

@@ -95,7 +95,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     match serve(config, CancellationToken::new(), |_| {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "gangway stopped");
+            tracing::error!(%error, "failed to run gangway");
             ExitCode::from(EXIT_FAILURE)
         }
     }
