@@ -40,13 +40,19 @@ pub(crate) struct Routing {
 impl Routing {
     fn ensure_host(&mut self, host: Option<&HostName>) -> &mut VirtualHost {
         match host {
-            Some(host) => self
-                .hosts
-                .entry(host.clone())
-                .or_insert_with(|| VirtualHost {
-                    hostname: host.as_str().to_owned(),
-                    ..VirtualHost::default()
-                }),
+            Some(host) => {
+                // Look up before inserting, so that the common case clones no host name.
+                if !self.hosts.contains_key(host) {
+                    let virtual_host = VirtualHost {
+                        hostname: host.as_str().to_owned(),
+                        ..VirtualHost::default()
+                    };
+                    self.hosts.insert(host.clone(), virtual_host);
+                }
+                self.hosts
+                    .get_mut(host)
+                    .expect("the host was inserted above")
+            }
             None => self.catch_all.get_or_insert_with(|| VirtualHost {
                 hostname: CATCH_ALL_HOST.to_owned(),
                 ..VirtualHost::default()
