@@ -42,6 +42,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin listener failed while serving.
+    #[error("failed to serve the admin listener: {0}")]
+    Admin(#[source] std::io::Error),
     /// The manifest provider could not start.
     #[error(transparent)]
     Manifests(#[from] ManifestError),
@@ -208,28 +211,36 @@ pub fn serve(
     );
     on_listening(&listening);
 
-    runtime.block_on(async {
+    let stopped = runtime.block_on(async {
         let provider_task = tokio::spawn(provider.run(shutdown.clone()));
-        let admin_task = tokio::spawn(proxy::admin::serve(
+        let mut admin_task = tokio::spawn(proxy::admin::serve(
             admin_listener,
             live.clone(),
             shutdown.clone(),
         ));
-        signals.wait(&shutdown).await;
+        // The admin listener ends early only on an accept error. Gangway then stops, because
+        // probes that cannot connect would get it restarted anyway.
+        let admin_result = tokio::select! {
+            () = signals.wait(&shutdown) => None,
+            result = &mut admin_task => Some(result),
+        };
         shutdown.cancel();
+        let admin_result = match admin_result {
+            Some(result) => result,
+            None => admin_task.await,
+        };
         if let Err(error) = provider_task.await {
             tracing::error!(%error, "manifest provider task failed");
         }
-        match admin_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "admin listener failed"),
-            Err(error) => tracing::error!(%error, "admin listener task failed"),
+        match admin_result {
+            Ok(result) => result.map_err(RunError::Admin),
+            Err(error) => Err(RunError::Admin(std::io::Error::other(error))),
         }
     });
 
     proxy.join();
     tracing::info!("gangway stopped");
-    Ok(())
+    stopped
 }
 
 /// Handlers for SIGTERM and SIGINT, installed before anything starts so that a signal during
