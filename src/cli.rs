@@ -1,1 +1,325 @@
-//! TODO: the `cli` module.
+//! The command line: `gangway run`, `gangway check` and `gangway demo`.
+//!
+//! Every flag can also be set with an environment variable named `GANGWAY_` followed by the
+//! flag in upper snake case, such as `GANGWAY_HTTP_LISTEN` for `--http-listen`. A flag on the
+//! command line wins over the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::compile::CompileOptions;
+
+/// Gangway: a Kubernetes ingress controller with an in-process proxy.
+#[derive(Debug, Parser)]
+#[command(name = "gangway", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic for the Ingresses in a manifest directory (`--manifests`), reloading on
+    /// every change.
+    Run(RunArgs),
+    /// Compile a manifest directory without serving, print the routing table and every
+    /// problem, and exit 1 when any problem is an error.
+    Check(CheckArgs),
+    /// Start echo backends and serve example Ingresses for them on loopback, to try Gangway
+    /// with curl.
+    Demo(DemoArgs),
+}
+
+/// Flags that select the Ingresses Gangway serves.
+#[derive(Clone, Debug, Args)]
+pub struct SelectionArgs {
+    /// Ingress class name that selects Gangway in the legacy `kubernetes.io/ingress.class`
+    /// annotation.
+    #[arg(long, env = "GANGWAY_INGRESS_CLASS", default_value = "gangway")]
+    pub ingress_class: String,
+
+    /// IngressClass `spec.controller` value that marks an IngressClass as Gangway's.
+    #[arg(
+        long,
+        env = "GANGWAY_CONTROLLER_NAME",
+        default_value = "gangway.dev/ingress-controller"
+    )]
+    pub controller_name: String,
+}
+
+impl SelectionArgs {
+    /// Returns the compiler options these flags select.
+    pub fn compile_options(&self) -> CompileOptions {
+        CompileOptions {
+            controller_name: self.controller_name.clone(),
+            ingress_class: self.ingress_class.clone(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `gangway run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Directory of Kubernetes manifests (YAML or JSON, read recursively) to serve without a
+    /// cluster. Without it, Gangway reads from the Kubernetes API.
+    #[arg(long, env = "GANGWAY_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Address of the plain HTTP listener.
+    #[arg(long, env = "GANGWAY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "GANGWAY_HTTPS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub https_listen: SocketAddr,
+
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /debug/routes).
+    #[arg(long, env = "GANGWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
+    pub admin_listen: SocketAddr,
+
+    /// Port that clients use for plain HTTP, as seen in front of any port mapping; used in
+    /// redirects from HTTPS to HTTP.
+    #[arg(long, env = "GANGWAY_HTTP_PUBLIC_PORT", default_value_t = 80)]
+    pub http_public_port: u16,
+
+    /// Port that clients use for HTTPS, as seen in front of any port mapping; used in
+    /// redirects from HTTP to HTTPS.
+    #[arg(long, env = "GANGWAY_HTTPS_PUBLIC_PORT", default_value_t = 443)]
+    pub https_public_port: u16,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Threads that serve traffic [default: the number of CPUs].
+    #[arg(long, env = "GANGWAY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
+    /// Log line format.
+    #[arg(long, env = "GANGWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, as a tracing EnvFilter directive such as `info` or `gangway=debug`
+    /// [default: RUST_LOG when set, otherwise `info`].
+    #[arg(long, env = "GANGWAY_LOG_LEVEL", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
+
+    /// Log one line per proxied request.
+    #[arg(
+        long,
+        env = "GANGWAY_ACCESS_LOG",
+        action = ArgAction::Set,
+        default_value_t = true,
+        value_name = "true|false"
+    )]
+    pub access_log: bool,
+
+    /// Time a client has to send the complete request head.
+    #[arg(long, env = "GANGWAY_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// Time an idle client connection stays open between requests.
+    #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Time allowed to open a connection to an upstream endpoint.
+    #[arg(long, env = "GANGWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time allowed for an upstream to send the response head after the request was sent.
+    #[arg(long, env = "GANGWAY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// Time that requests in flight get to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Output format of `gangway check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned routing table, then one problem per line.
+    Text,
+    /// `{"routes": <routing table>, "problems": [...]}`.
+    Json,
+}
+
+/// Flags of `gangway check`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// Directory of Kubernetes manifests (YAML or JSON, read recursively) to check.
+    #[arg(long, env = "GANGWAY_MANIFESTS", value_name = "DIR")]
+    pub manifests: PathBuf,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Output format.
+    #[arg(long, env = "GANGWAY_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Flags of `gangway demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Address of the plain HTTP listener.
+    #[arg(long, env = "GANGWAY_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "GANGWAY_HTTPS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub https_listen: SocketAddr,
+
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /debug/routes).
+    #[arg(long, env = "GANGWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Checks a `--log-level` value early, so a typo is a usage error instead of a failure at
+/// start.
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| format!("invalid log filter: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(arguments: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gangway").chain(arguments.iter().copied()))
+    }
+
+    fn run_args(arguments: &[&str]) -> RunArgs {
+        match parse(arguments).unwrap().command {
+            Command::Run(args) => args,
+            other => panic!("expected run, parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let args = run_args(&["run"]);
+
+        assert_eq!(args.manifests, None);
+        assert_eq!(args.http_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(args.https_listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(args.admin_listen, "127.0.0.1:9180".parse().unwrap());
+        assert_eq!(args.http_public_port, 80);
+        assert_eq!(args.https_public_port, 443);
+        assert_eq!(args.selection.ingress_class, "gangway");
+        assert_eq!(
+            args.selection.controller_name,
+            "gangway.dev/ingress-controller"
+        );
+        assert_eq!(args.worker_threads, None);
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.log_level, None);
+        assert!(args.access_log);
+        assert_eq!(args.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(args.idle_timeout, Duration::from_secs(75));
+        assert_eq!(args.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(args.upstream_response_timeout, Duration::from_secs(60));
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn run_flags_are_parsed() {
+        let args = run_args(&[
+            "run",
+            "--manifests",
+            "/srv/manifests",
+            "--http-listen",
+            "127.0.0.1:1080",
+            "--worker-threads",
+            "3",
+            "--log-format",
+            "json",
+            "--log-level",
+            "gangway=debug,info",
+            "--access-log",
+            "false",
+            "--idle-timeout",
+            "1m 30s",
+            "--upstream-connect-timeout",
+            "250ms",
+        ]);
+
+        assert_eq!(args.manifests, Some(PathBuf::from("/srv/manifests")));
+        assert_eq!(args.http_listen, "127.0.0.1:1080".parse().unwrap());
+        assert_eq!(args.worker_threads, Some(3));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log_level.as_deref(), Some("gangway=debug,info"));
+        assert!(!args.access_log);
+        assert_eq!(args.idle_timeout, Duration::from_secs(90));
+        assert_eq!(args.upstream_connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn invalid_values_are_usage_errors() {
+        let cases: &[(&str, &[&str])] = &[
+            ("duration without unit", &["run", "--idle-timeout", "75"]),
+            ("address without port", &["run", "--http-listen", "0.0.0.0"]),
+            ("zero worker threads", &["run", "--worker-threads", "0"]),
+            ("access log as yes", &["run", "--access-log", "yes"]),
+            ("unknown log format", &["run", "--log-format", "xml"]),
+            (
+                "invalid log filter",
+                &["run", "--log-level", "gangway=loud"],
+            ),
+            ("check without directory", &["check"]),
+            (
+                "unknown check output",
+                &["check", "--manifests", ".", "--output", "yaml"],
+            ),
+        ];
+        for (name, arguments) in cases {
+            assert!(parse(arguments).is_err(), "{name}: {arguments:?} parsed");
+        }
+    }
+
+    #[test]
+    fn check_and_demo_defaults() {
+        match parse(&["check", "--manifests", "examples"])
+            .unwrap()
+            .command
+        {
+            Command::Check(args) => {
+                assert_eq!(args.manifests, PathBuf::from("examples"));
+                assert_eq!(args.output, OutputFormat::Text);
+                assert_eq!(args.selection.ingress_class, "gangway");
+            }
+            other => panic!("expected check, parsed {other:?}"),
+        }
+        match parse(&["demo"]).unwrap().command {
+            Command::Demo(args) => {
+                assert_eq!(args.http_listen, "127.0.0.1:8080".parse().unwrap());
+                assert_eq!(args.https_listen, "127.0.0.1:8443".parse().unwrap());
+                assert_eq!(args.admin_listen, "127.0.0.1:9180".parse().unwrap());
+            }
+            other => panic!("expected demo, parsed {other:?}"),
+        }
+    }
+}

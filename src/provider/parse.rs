@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 
 use crate::store::{ObjectKey, ObjectRef, Store};
 
@@ -96,10 +97,7 @@ pub fn parse_manifests(text: &str) -> ParsedFile {
             Err(error) => {
                 parsed.errors.push(ParseError {
                     document: number,
-                    message: format!(
-                        "invalid YAML (document starts at line {first_line}): {}",
-                        first_line_of(&error.to_string())
-                    ),
+                    message: yaml_error_message(&error, first_line),
                 });
                 continue;
             }
@@ -145,6 +143,23 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
                 .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
         })
         .collect()
+}
+
+/// Describes a YAML syntax error with its line counted from the start of the file. The parser
+/// reads one document at a time and counts lines from the document's start.
+fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize) -> String {
+    let message = DefaultMessageFormatter.format_message(error);
+    let message = first_line_of(&message);
+    match error.location() {
+        Some(location) if location.line() > 0 => {
+            let line = first_line as u64 + location.line() - 1;
+            format!(
+                "invalid YAML at line {line}, column {}: {message}",
+                location.column()
+            )
+        }
+        _ => format!("invalid YAML in the document that starts at line {first_line}: {message}"),
+    }
 }
 
 fn first_line_of(message: &str) -> &str {
@@ -289,7 +304,7 @@ items:
         assert_eq!(parsed.errors.len(), 1);
         assert_eq!(parsed.errors[0].document, 2);
         assert!(
-            parsed.errors[0].message.contains("line 4"),
+            parsed.errors[0].message.contains("line 5,"),
             "{}",
             parsed.errors[0]
         );

@@ -1,0 +1,293 @@
+//! The standalone provider: reads Kubernetes manifests from a directory, watches it, and
+//! publishes a new snapshot after each change.
+//!
+//! Each file keeps its last valid objects, so a file saved half-written or with a typo does not
+//! take its routes down: the previous version stays in effect and the file gets a problem until
+//! it parses again.
+
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::{CompileOptions, compile};
+use crate::live::Live;
+use crate::snapshot::Snapshot;
+use crate::status::{Problem, Severity, StatusReport};
+use crate::store::Store;
+
+pub use scan::{Changes, FILE_KIND, ManifestSet, file_ref};
+
+/// How long the provider collects further events after the first one before it rescans. One
+/// editor save produces several events (create, modify, close, rename) within a few
+/// milliseconds, and this window folds them into one publish while keeping a change live well
+/// within 100 ms.
+pub const COALESCE_WINDOW: Duration = Duration::from_millis(20);
+
+/// Errors of the manifest provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest directory cannot be read.
+    #[error("failed to read the manifest directory {path}: {source}")]
+    ReadDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest path exists but is not a directory.
+    #[error("failed to read the manifest directory {path}: not a directory")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file watcher could not be set up.
+    #[error("failed to watch the manifest directory {path}: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher error.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Reads every manifest under `dir` once, compiles it, and returns the snapshot and the report
+/// with the file problems merged in. `gangway check` uses this; the provider does the same on
+/// each change.
+pub fn compile_directory(
+    dir: &Path,
+    options: &CompileOptions,
+) -> Result<(Snapshot, StatusReport), ManifestError> {
+    let mut set = ManifestSet::new(dir)?;
+    set.rescan(&Changes::default())?;
+    let (store, file_problems) = set.build();
+    Ok(compile_store(&store, file_problems, options))
+}
+
+/// Compiles `store` and merges the file problems into the report, keeping it sorted.
+fn compile_store(
+    store: &Store,
+    file_problems: Vec<Problem>,
+    options: &CompileOptions,
+) -> (Snapshot, StatusReport) {
+    let (snapshot, mut report) = compile(store, options);
+    report.problems.extend(file_problems);
+    report.problems.sort();
+    (snapshot, report)
+}
+
+/// Watches a manifest directory and publishes a snapshot to [`Live`] after each change.
+pub struct ManifestProvider {
+    set: ManifestSet,
+    options: CompileOptions,
+    live: Arc<Live>,
+    // Dropping the watcher stops its thread and closes `events`, so it lives as long as the
+    // provider.
+    _watcher: RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<Event>>,
+    /// Problems of the last publish, so each one is logged once when it appears.
+    logged_problems: BTreeSet<Problem>,
+}
+
+impl ManifestProvider {
+    /// Starts watching `dir` recursively, then reads every manifest and publishes the first
+    /// snapshot, so that a change made during the first read is not missed. Returns once the
+    /// first snapshot is live; [`Self::run`] then follows changes.
+    pub fn start(
+        dir: &Path,
+        options: CompileOptions,
+        live: Arc<Live>,
+    ) -> Result<Self, ManifestError> {
+        let mut set = ManifestSet::new(dir)?;
+        let (sender, events) = mpsc::unbounded_channel();
+        // notify calls this on its own thread. A send fails only once the provider, which owns
+        // the receiver, is dropped.
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = sender.send(event);
+        })
+        .map_err(|source| ManifestError::Watch {
+            path: set.root().to_owned(),
+            source,
+        })?;
+        watcher
+            .watch(set.root(), RecursiveMode::Recursive)
+            .map_err(|source| ManifestError::Watch {
+                path: set.root().to_owned(),
+                source,
+            })?;
+        set.rescan(&Changes::default())?;
+        tracing::info!(
+            directory = %set.root().display(),
+            files = set.file_count(),
+            "watching the manifest directory"
+        );
+        let mut provider = Self {
+            set,
+            options,
+            live,
+            _watcher: watcher,
+            events,
+            logged_problems: BTreeSet::new(),
+        };
+        provider.publish();
+        Ok(provider)
+    }
+
+    /// Follows changes until `shutdown` is cancelled: collects events for
+    /// [`COALESCE_WINDOW`], rescans, and publishes when something changed.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let mut changes = Changes::default();
+            let relevant = tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = self.events.recv() => match event {
+                    Some(event) => self.note_event(event, &mut changes),
+                    None => break,
+                },
+            };
+            if !relevant {
+                continue;
+            }
+            // A fixed window from the first event, so a steady stream of writes cannot delay
+            // the publish indefinitely.
+            let deadline = tokio::time::Instant::now() + COALESCE_WINDOW;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep_until(deadline) => break,
+                    event = self.events.recv() => match event {
+                        Some(event) => {
+                            self.note_event(event, &mut changes);
+                        }
+                        None => break,
+                    },
+                }
+            }
+            self.refresh(&changes);
+        }
+        tracing::info!(directory = %self.set.root().display(), "stopped watching the manifest directory");
+    }
+
+    /// Adds the paths of one watcher event to `changes`. Watcher errors and overflowed event
+    /// queues ask for a full rescan, since events may have been lost. Returns false for events
+    /// that cannot change a file, which need no rescan.
+    fn note_event(&self, event: notify::Result<Event>, changes: &mut Changes) -> bool {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(directory = %self.set.root().display(), %error, "manifest watcher failed; rescanning the whole directory");
+                changes.all = true;
+                return true;
+            }
+        };
+        if event.need_rescan() {
+            tracing::warn!(directory = %self.set.root().display(), "manifest watcher lost events; rescanning the whole directory");
+            changes.all = true;
+            return true;
+        }
+        // Opening and reading files, our own rescans included, changes nothing.
+        if let EventKind::Access(kind) = event.kind
+            && kind != AccessKind::Close(AccessMode::Write)
+        {
+            return false;
+        }
+        for path in event.paths {
+            if let Ok(relative) = path.strip_prefix(self.set.root()) {
+                changes.paths.insert(relative.to_owned());
+            }
+        }
+        // Even an event that names no file below the root triggers a relisting.
+        true
+    }
+
+    /// Rescans and publishes when the files changed.
+    fn refresh(&mut self, changes: &Changes) {
+        match self.set.rescan(changes) {
+            Ok(true) => self.publish(),
+            Ok(false) => {
+                tracing::debug!("manifest events changed no file content; not publishing");
+            }
+            Err(error) => {
+                // TODO: watch the directory again when it is deleted and created anew; until
+                // then, changes after such a re-creation are seen only after a restart.
+                tracing::error!(%error, "failed to rescan the manifest directory; keeping the last snapshot");
+            }
+        }
+    }
+
+    /// Compiles the current objects and publishes the snapshot.
+    fn publish(&mut self) {
+        let started = Instant::now();
+        let (store, file_problems) = self.set.build();
+        let (snapshot, report) = compile_store(&store, file_problems, &self.options);
+        let compile_time = started.elapsed();
+
+        let routes = count_routes(&snapshot);
+        let problems: BTreeSet<Problem> = report.problems.iter().cloned().collect();
+        let errors = report.count(Severity::Error);
+        let warnings = report.count(Severity::Warning);
+        let generation = self.live.publish(snapshot, report, compile_time);
+        tracing::info!(
+            generation,
+            objects = store.len(),
+            routes,
+            problems = problems.len(),
+            errors,
+            warnings,
+            compile_time_us = compile_time.as_micros() as u64,
+            "published snapshot"
+        );
+        self.log_problem_changes(problems);
+    }
+
+    /// Logs problems that are new since the last publish, and those that went away.
+    fn log_problem_changes(&mut self, problems: BTreeSet<Problem>) {
+        for problem in problems.difference(&self.logged_problems) {
+            tracing::warn!(
+                kind = problem.object.kind.as_str(),
+                namespace = problem.object.key.namespace.as_str(),
+                name = problem.object.key.name.as_str(),
+                field = problem.field.as_str(),
+                reason = problem.reason.as_str(),
+                severity = ?problem.severity,
+                "{}",
+                problem.message
+            );
+        }
+        for problem in self.logged_problems.difference(&problems) {
+            tracing::info!(
+                kind = problem.object.kind.as_str(),
+                namespace = problem.object.key.namespace.as_str(),
+                name = problem.object.key.name.as_str(),
+                field = problem.field.as_str(),
+                reason = problem.reason.as_str(),
+                "problem resolved"
+            );
+        }
+        self.logged_problems = problems;
+    }
+}
+
+/// Counts the routes of a snapshot: every path, and every default route.
+pub fn count_routes(snapshot: &Snapshot) -> usize {
+    snapshot
+        .hosts
+        .iter()
+        .map(|(_, virtual_host)| virtual_host)
+        .chain(snapshot.catch_all.as_ref())
+        .map(|virtual_host| {
+            virtual_host.paths.len() + usize::from(virtual_host.default_route.is_some())
+        })
+        .sum()
+}

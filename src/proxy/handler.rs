@@ -1,0 +1,560 @@
+//! One request: route lookup against the live snapshot, redirect, fixed response, or
+//! forwarding to an endpoint with one retry on connect failure.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::body::{RequestBody, ResponseBody};
+use super::failure::{Failure, FailureKind, failure_response};
+use super::headers::{self, ForwardedFor, X_GANGWAY_ERROR, X_REQUEST_ID};
+use super::log::RequestLog;
+use super::pool::{PoolKey, UpstreamSender};
+use super::worker::{Connection, ListenerScheme, WorkerContext};
+use crate::metrics::{RequestLabels, UpstreamLabels};
+use crate::snapshot::{Backend, Route, RouteAction, RouteLookup, UpstreamProtocol};
+
+/// What the request log and metrics need to know about a request once it is answered.
+#[derive(Default)]
+pub(super) struct Exchange<'a> {
+    /// The route that matched.
+    pub(super) route: Option<&'a Route>,
+    /// The backend the route forwards to.
+    pub(super) backend: Option<&'a Backend>,
+    /// The endpoint that got the request, the last one tried after a retry.
+    pub(super) upstream: Option<SocketAddr>,
+}
+
+/// Serves one downstream request. Never fails: every failure becomes a response.
+pub(super) async fn handle(
+    worker: Rc<WorkerContext>,
+    connection: Rc<Connection>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = std::time::Instant::now();
+    let in_flight = connection.begin_request();
+    // The one snapshot load of this request: routes, backends and endpoints all come from it.
+    let snapshot = worker.shared.live.snapshot();
+
+    let (parts, body) = request.into_parts();
+    let host = request_host(&parts).map(str::to_owned);
+    let request_id = headers::request_id(&parts.headers);
+    let method = parts.method.clone();
+    // The request moves upstream, so the log keeps its own copy; cloning a URI copies no text.
+    let uri = parts.uri.clone();
+    let downstream_version = parts.version;
+
+    let mut exchange = Exchange::default();
+    let context = RequestContext {
+        worker: &worker,
+        connection: &connection,
+        host: host.as_deref(),
+        uri: &uri,
+        version: downstream_version,
+        request_id: &request_id,
+    };
+    let outcome = match snapshot.lookup_route(host.as_deref(), uri.path()) {
+        RouteLookup::NotFound => Err(Failure::new(FailureKind::NoRoute)),
+        RouteLookup::Matched { route, .. } => {
+            exchange.route = Some(route);
+            serve_route(&context, route, parts, body, &mut exchange).await
+        }
+    };
+
+    let log = RequestLog {
+        method: &method,
+        host: host.as_deref(),
+        path: uri.path(),
+        request_id: &request_id,
+        exchange: &exchange,
+    };
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(failure) => {
+            worker.log_failure(&failure, &log);
+            build_failure_response(&failure, downstream_version)
+        }
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    response.body_mut().set_in_flight(in_flight);
+
+    let elapsed = started.elapsed();
+    record_metrics(&worker, &exchange, response.status(), elapsed);
+    if worker.shared.config.access_log {
+        log.write_access(response.status(), elapsed);
+    }
+    Ok(response)
+}
+
+/// The parts of a request that the steps after routing read.
+struct RequestContext<'a> {
+    worker: &'a WorkerContext,
+    connection: &'a Connection,
+    /// Host as the client sent it, port included.
+    host: Option<&'a str>,
+    /// The request URI as received.
+    uri: &'a Uri,
+    /// HTTP version of the downstream request.
+    version: Version,
+    request_id: &'a HeaderValue,
+}
+
+/// Returns the host a request names: the authority of an absolute-form URI or of HTTP/2's
+/// `:authority`, else the `Host` header. RFC 9112 section 3.2.2 says the URI's authority
+/// wins when both are present.
+fn request_host(parts: &Parts) -> Option<&str> {
+    match parts.uri.authority() {
+        Some(authority) => Some(without_userinfo(authority)),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok()),
+    }
+}
+
+fn without_userinfo(authority: &Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
+}
+
+async fn serve_route<'a>(
+    context: &RequestContext<'_>,
+    route: &'a Route,
+    parts: Parts,
+    body: Incoming,
+    exchange: &mut Exchange<'a>,
+) -> Result<Response<ResponseBody>, Failure> {
+    if parts.method == Method::CONNECT {
+        // TODO: forward HTTP/2 extended CONNECT (RFC 8441 WebSocket) to upstreams that accept it.
+        return Err(Failure::new(FailureKind::MethodNotAllowed));
+    }
+    if route.https_redirect && context.connection.scheme == ListenerScheme::Http {
+        return redirect_to_https(context);
+    }
+    match &route.action {
+        RouteAction::Respond { status, body } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Ok(text_response(
+                status,
+                Bytes::copy_from_slice(body.as_bytes()),
+            ))
+        }
+        RouteAction::Forward(backend) => {
+            exchange.backend = Some(backend);
+            forward(context, backend, parts, body, exchange).await
+        }
+    }
+}
+
+/// Answers a plain-HTTP request with a 308 to the same host and path over HTTPS. 308 keeps
+/// the method and body, unlike 301.
+fn redirect_to_https(context: &RequestContext<'_>) -> Result<Response<ResponseBody>, Failure> {
+    let host = context
+        .host
+        .map(host_without_port)
+        .filter(|host| !host.is_empty())
+        .ok_or(Failure::new(FailureKind::InvalidHost))?;
+    let port = context.worker.shared.config.https_public_port;
+    let path = context
+        .uri
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let location = HeaderValue::try_from(location)
+        .map_err(|error| Failure::with_source(FailureKind::InvalidHost, error))?;
+    let mut response = text_response(StatusCode::PERMANENT_REDIRECT, Bytes::new());
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn text_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Builds the response for a failure from the one table in [`failure_response`].
+fn build_failure_response(failure: &Failure, version: Version) -> Response<ResponseBody> {
+    let mapped = failure_response(failure.kind);
+    let mut response = text_response(mapped.status, Bytes::from_static(mapped.body.as_bytes()));
+    response.headers_mut().insert(
+        X_GANGWAY_ERROR,
+        HeaderValue::from_static(failure.kind.code()),
+    );
+    // HTTP/2 has no Connection header; each stream fails on its own there.
+    if mapped.close && version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+fn record_metrics(
+    worker: &WorkerContext,
+    exchange: &Exchange<'_>,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let metrics = worker.shared.live.metrics();
+    let labels = RequestLabels {
+        ingress: exchange
+            .route
+            .map(|route| route.ingress.to_string())
+            .unwrap_or_default(),
+        service: exchange
+            .backend
+            .map(|backend| backend.service.to_string())
+            .unwrap_or_default(),
+        code: status.as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.request_duration.observe(elapsed.as_secs_f64());
+}
+
+/// Forwards a request to one of the backend's endpoints and returns its response head; the
+/// body streams afterwards.
+async fn forward<'a>(
+    context: &RequestContext<'_>,
+    backend: &'a Backend,
+    mut parts: Parts,
+    body: Incoming,
+    exchange: &mut Exchange<'a>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let upgrading =
+        parts.version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
+    let downstream_upgrade = if upgrading {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    prepare_upstream_headers(context, &mut parts, upgrading);
+
+    let labels = UpstreamLabels {
+        service: backend.service.to_string(),
+    };
+    let progress = Rc::new(Cell::new(Instant::now()));
+    let request = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
+    let pool = &context.worker.pool;
+
+    if let Some(downstream_upgrade) = downstream_upgrade {
+        let (sender, address) = connect_with_retry(backend, exchange, |key| {
+            let labels = &labels;
+            async move { pool.connect_for_upgrade(key, labels).await }
+        })
+        .await?;
+        exchange.upstream = Some(address);
+        let request = origin_form(request, context.host);
+        let mut sender = sender;
+        let response = await_head(context, &progress, sender.send_request(request))
+            .await?
+            .map_err(Failure::from_send_error)?;
+        return Ok(finish_upgrade(context, response, downstream_upgrade));
+    }
+
+    let (sender, address) = connect_with_retry(backend, exchange, |key| {
+        let labels = &labels;
+        async move { pool.checkout(key, labels).await }
+    })
+    .await?;
+    exchange.upstream = Some(address);
+    let key = PoolKey {
+        address,
+        protocol: backend.protocol,
+    };
+    let protocol = backend.protocol;
+    let response = match send(context, &progress, sender, address, protocol, request).await? {
+        Sent::Response(response) => response,
+        Sent::NotSent(request) => {
+            // The pooled connection closed before the request went out, so the request is
+            // intact and a fresh connection to the same endpoint can carry it.
+            let sender = pool.checkout(key, &labels).await?;
+            match send(context, &progress, sender, address, protocol, request).await? {
+                Sent::Response(response) => response,
+                Sent::NotSent(_) => return Err(Failure::new(FailureKind::ConnectionReset)),
+            }
+        }
+    };
+    Ok(finish_response(context, response))
+}
+
+/// Sets the headers the upstream sees: hop-by-hop removed, `X-Forwarded-*` and the request id.
+fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upgrading: bool) {
+    headers::remove_hop_by_hop(&mut parts.headers, upgrading);
+    let connection = context.connection;
+    let config = &context.worker.shared.config;
+    let (proto, public_port) = match connection.scheme {
+        ListenerScheme::Http => ("http", config.http_public_port),
+        ListenerScheme::Https => ("https", config.https_public_port),
+    };
+    let forwarded = ForwardedFor {
+        client_ip: connection.client.ip(),
+        proto,
+        host: context.host,
+        public_port,
+    };
+    headers::set_forwarded(&mut parts.headers, &forwarded);
+    parts
+        .headers
+        .insert(X_REQUEST_ID, context.request_id.clone());
+}
+
+/// Picks an endpoint and runs `connect` on it. A connect failure is retried once on another
+/// endpoint when the backend has more than one, as nginx's `proxy_next_upstream error timeout`
+/// does for connections that sent nothing yet.
+async fn connect_with_retry<'a, T, F, Fut>(
+    backend: &'a Backend,
+    exchange: &mut Exchange<'a>,
+    mut connect: F,
+) -> Result<(T, SocketAddr), Failure>
+where
+    F: FnMut(PoolKey) -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let first = backend
+        .next_endpoint()
+        .ok_or(Failure::new(FailureKind::NoEndpoint))?
+        .address;
+    exchange.upstream = Some(first);
+    let key = |address| PoolKey {
+        address,
+        protocol: backend.protocol,
+    };
+    let failure = match connect(key(first)).await {
+        Ok(connected) => return Ok((connected, first)),
+        Err(failure) if is_connect_failure(failure.kind) => failure,
+        Err(failure) => return Err(failure),
+    };
+    // Other requests move the shared round-robin position too, so the next pick may be the
+    // same endpoint; a few more picks find another one.
+    let second = (0..backend.endpoints.len())
+        .filter_map(|_| backend.next_endpoint())
+        .map(|endpoint| endpoint.address)
+        .find(|address| *address != first);
+    let Some(second) = second else {
+        return Err(failure);
+    };
+    tracing::debug!(
+        upstream = %first,
+        retry = %second,
+        error = %failure,
+        "retrying upstream connect on another endpoint"
+    );
+    exchange.upstream = Some(second);
+    let connected = connect(key(second)).await?;
+    Ok((connected, second))
+}
+
+fn is_connect_failure(kind: FailureKind) -> bool {
+    matches!(
+        kind,
+        FailureKind::ConnectRefused | FailureKind::ConnectTimeout | FailureKind::HandshakeFailed
+    )
+}
+
+/// The outcome of sending a request on a connection.
+enum Sent {
+    /// The response head arrived; its body streams in the response.
+    Response(Response<ResponseBody>),
+    /// The connection closed before the request was written, so the request comes back
+    /// unchanged.
+    NotSent(Request<RequestBody>),
+}
+
+/// Sends `request` on `sender` and waits for the response head.
+async fn send(
+    context: &RequestContext<'_>,
+    progress: &Cell<Instant>,
+    sender: UpstreamSender,
+    address: SocketAddr,
+    protocol: UpstreamProtocol,
+    request: Request<RequestBody>,
+) -> Result<Sent, Failure> {
+    let (result, pooled) = match sender {
+        UpstreamSender::Http1(mut pooled) => {
+            let sending = pooled
+                .sender
+                .try_send_request(origin_form(request, context.host));
+            (await_head(context, progress, sending).await?, Some(pooled))
+        }
+        UpstreamSender::Http2(mut sender) => {
+            let request = absolute_form(request, context.host, address, protocol);
+            let sending = sender.try_send_request(request);
+            (await_head(context, progress, sending).await?, None)
+        }
+    };
+    match result {
+        Ok(response) => {
+            let (head, body) = response.into_parts();
+            let body = ResponseBody::upstream(body, pooled);
+            Ok(Sent::Response(Response::from_parts(head, body)))
+        }
+        Err(mut error) => match error.take_message() {
+            Some(request) => Ok(Sent::NotSent(request)),
+            None => Err(Failure::from_send_error(error.into_error())),
+        },
+    }
+}
+
+/// Waits for `future`, the response head, for `upstream_response_timeout` after the request
+/// body last moved. The wait restarts while a slow upload still flows, because most servers
+/// answer only after the whole body.
+async fn await_head<F: Future>(
+    context: &RequestContext<'_>,
+    progress: &Cell<Instant>,
+    future: F,
+) -> Result<F::Output, Failure> {
+    let timeout = context.worker.shared.config.upstream_response_timeout;
+    let mut future = std::pin::pin!(future);
+    loop {
+        let deadline = progress.get() + timeout;
+        tokio::select! {
+            output = &mut future => return Ok(output),
+            () = tokio::time::sleep_until(deadline) => {
+                if progress.get() + timeout <= Instant::now() {
+                    return Err(Failure::new(FailureKind::ResponseTimeout));
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites a request for an HTTP/1.1 upstream: origin-form URI and a `Host` header with the
+/// host the client named.
+fn origin_form(mut request: Request<RequestBody>, host: Option<&str>) -> Request<RequestBody> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
+    *request.version_mut() = Version::HTTP_11;
+    if let Some(host) = host {
+        let headers = request.headers_mut();
+        let same = headers
+            .get(header::HOST)
+            .is_some_and(|value| value.as_bytes() == host.as_bytes());
+        if !same && let Ok(value) = HeaderValue::from_str(host) {
+            headers.insert(header::HOST, value);
+        }
+    }
+    request
+}
+
+/// Rewrites a request for an HTTP/2 upstream: the host moves into `:authority`, because
+/// RFC 9113 section 8.3.1 forbids a `Host` header that differs from it.
+fn absolute_form(
+    mut request: Request<RequestBody>,
+    host: Option<&str>,
+    address: SocketAddr,
+    protocol: UpstreamProtocol,
+) -> Request<RequestBody> {
+    let scheme = match protocol {
+        UpstreamProtocol::Tls => Scheme::HTTPS,
+        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => Scheme::HTTP,
+    };
+    let authority = host
+        .and_then(|host| Authority::try_from(host).ok())
+        .or_else(|| Authority::try_from(address.to_string()).ok());
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(scheme);
+    uri.authority = authority;
+    uri.path_and_query = Some(path);
+    if let Ok(uri) = Uri::from_parts(uri) {
+        *request.uri_mut() = uri;
+    }
+    request.headers_mut().remove(header::HOST);
+    *request.version_mut() = Version::HTTP_2;
+    request
+}
+
+/// Prepares an upstream response for the client: hop-by-hop headers removed, version of the
+/// downstream side.
+fn finish_response(
+    context: &RequestContext<'_>,
+    mut response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    headers::remove_hop_by_hop(response.headers_mut(), false);
+    *response.version_mut() = context.version;
+    response
+}
+
+/// Answers an upgrade request. On 101 both sides' connections are joined once hyper hands
+/// them over; any other status is an ordinary response.
+fn finish_upgrade(
+    context: &RequestContext<'_>,
+    mut response: Response<Incoming>,
+    downstream_upgrade: OnUpgrade,
+) -> Response<ResponseBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        context
+            .worker
+            .spawn_tunnel(tunnel(downstream_upgrade, upstream_upgrade));
+    }
+    headers::remove_hop_by_hop(response.headers_mut(), switching);
+    *response.version_mut() = context.version;
+    let (head, body) = response.into_parts();
+    Response::from_parts(head, ResponseBody::upstream(body, None))
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either
+/// side closes.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(error = %error, "failed to take over upgraded connections");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    // TODO: close tunnels that carry no bytes for `idle_timeout`, as nginx's
+    // `proxy_read_timeout` does for WebSocket connections.
+    match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        Ok((sent, received)) => {
+            tracing::debug!(sent, received, "upgraded connection closed");
+        }
+        Err(error) => tracing::debug!(error = %error, "upgraded connection failed"),
+    }
+}

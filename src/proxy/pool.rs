@@ -1,0 +1,339 @@
+//! The upstream connection pool of one worker thread.
+//!
+//! The pool belongs to one thread, so it takes no lock. It is keyed by endpoint address and
+//! protocol and lives outside the snapshot, so connections survive a snapshot swap. HTTP/1.1
+//! connections wait idle in a LIFO stack per endpoint: the most recently used one is the
+//! likeliest to still be open. HTTP/2 (h2c, or TLS with ALPN h2) multiplexes every request to
+//! an endpoint over one connection.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use super::body::RequestBody;
+use super::failure::{Failure, FailureKind};
+use super::tls::{UpstreamTls, negotiated_h2};
+use super::worker::LocalExec;
+use crate::metrics::{Metrics, UpstreamLabels};
+use crate::snapshot::UpstreamProtocol;
+
+/// Idle HTTP/1.1 connections kept per endpoint; the oldest is closed beyond this.
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+/// Time an idle upstream connection is kept, ingress-nginx's `upstream-keepalive-timeout`.
+pub(super) const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time a pooled HTTP/1.1 connection gets to finish its previous exchange before the pool
+/// gives up on it and tries the next one.
+const READY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Sends requests to one endpoint over HTTP/1.1.
+pub(super) type Http1Sender = http1::SendRequest<RequestBody>;
+/// Sends requests to one endpoint over HTTP/2.
+pub(super) type Http2Sender = http2::SendRequest<RequestBody>;
+
+/// Identifies the connections that can serve a request: same address, same protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    /// Endpoint address.
+    pub(super) address: SocketAddr,
+    /// Protocol spoken to the endpoint.
+    pub(super) protocol: UpstreamProtocol,
+}
+
+/// A connection ready to carry one request.
+pub(super) enum UpstreamSender {
+    /// An HTTP/1.1 connection, lent to this request alone.
+    Http1(PooledSender),
+    /// A handle to a multiplexed HTTP/2 connection.
+    Http2(Http2Sender),
+}
+
+/// An HTTP/1.1 connection lent to one request.
+pub(super) struct PooledSender {
+    pool: Rc<UpstreamPool>,
+    key: PoolKey,
+    /// The connection's request sender.
+    pub(super) sender: Http1Sender,
+}
+
+impl PooledSender {
+    /// Returns the connection to its pool, once its response body has ended.
+    pub(super) fn release(self) {
+        let pool = self.pool.clone();
+        pool.release(self.key, self.sender);
+    }
+}
+
+#[derive(Default)]
+struct EndpointConnections {
+    /// Idle HTTP/1.1 connections, most recently used at the back.
+    idle: VecDeque<IdleSender>,
+    /// The shared HTTP/2 connection.
+    http2: Option<Http2Sender>,
+}
+
+struct IdleSender {
+    sender: Http1Sender,
+    since: Instant,
+}
+
+/// The connections of one worker thread to every endpoint it has talked to.
+pub(super) struct UpstreamPool {
+    endpoints: RefCell<HashMap<PoolKey, EndpointConnections>>,
+    connect_timeout: Duration,
+    tls: UpstreamTls,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamPool {
+    /// Creates an empty pool.
+    pub(super) fn new(connect_timeout: Duration, tls: UpstreamTls, metrics: Arc<Metrics>) -> Self {
+        Self {
+            endpoints: RefCell::new(HashMap::new()),
+            connect_timeout,
+            tls,
+            metrics,
+        }
+    }
+
+    /// Returns a connection for one request to `key`: a pooled one when there is one that is
+    /// still open, otherwise a new one. Counts the outcome under `labels`.
+    pub(super) async fn checkout(
+        self: &Rc<Self>,
+        key: PoolKey,
+        labels: &UpstreamLabels,
+    ) -> Result<UpstreamSender, Failure> {
+        if let Some(sender) = self.checkout_idle(key).await {
+            self.metrics
+                .upstream_connections_reused
+                .get_or_create(labels)
+                .inc();
+            return Ok(sender);
+        }
+        let sender = self.connect(key).await?;
+        self.metrics
+            .upstream_connections_opened
+            .get_or_create(labels)
+            .inc();
+        Ok(sender)
+    }
+
+    /// Opens a new HTTP/1.1 connection to `key`, never pooled: it carries one request that
+    /// asks to upgrade, and hyper hands the socket over after a 101 response.
+    pub(super) async fn connect_for_upgrade(
+        &self,
+        key: PoolKey,
+        labels: &UpstreamLabels,
+    ) -> Result<Http1Sender, Failure> {
+        let connect = async {
+            let tcp = connect_tcp(key.address).await?;
+            match key.protocol {
+                // Upgrades need HTTP/1.1; an h2c endpoint gets it too, which servers that
+                // accept h2c usually speak as well.
+                UpstreamProtocol::Http1 | UpstreamProtocol::H2c => {
+                    handshake_http1(TokioIo::new(tcp), true).await
+                }
+                UpstreamProtocol::Tls => {
+                    let tls = self.handshake_tls(tcp, key, &self.tls.http1_only).await?;
+                    handshake_http1(TokioIo::new(tls), true).await
+                }
+            }
+        };
+        let sender = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
+        self.metrics
+            .upstream_connections_opened
+            .get_or_create(labels)
+            .inc();
+        Ok(sender)
+    }
+
+    /// Opens a new connection for an ordinary request, HTTP/1.1 or HTTP/2 by protocol and ALPN.
+    async fn connect(self: &Rc<Self>, key: PoolKey) -> Result<UpstreamSender, Failure> {
+        let connect = async {
+            let tcp = connect_tcp(key.address).await?;
+            match key.protocol {
+                UpstreamProtocol::Http1 => {
+                    let sender = handshake_http1(TokioIo::new(tcp), false).await?;
+                    Ok(self.lend(key, sender))
+                }
+                UpstreamProtocol::H2c => {
+                    let sender = handshake_http2(TokioIo::new(tcp)).await?;
+                    Ok(self.share_http2(key, sender))
+                }
+                UpstreamProtocol::Tls => {
+                    let tls = self.handshake_tls(tcp, key, &self.tls.any_version).await?;
+                    if negotiated_h2(tls.get_ref().1.alpn_protocol()) {
+                        let sender = handshake_http2(TokioIo::new(tls)).await?;
+                        Ok(self.share_http2(key, sender))
+                    } else {
+                        let sender = handshake_http1(TokioIo::new(tls), false).await?;
+                        Ok(self.lend(key, sender))
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| Failure::new(FailureKind::ConnectTimeout))?
+    }
+
+    async fn handshake_tls(
+        &self,
+        tcp: TcpStream,
+        key: PoolKey,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        // An IP address as server name sends no SNI, as ingress-nginx's default
+        // `proxy_ssl_server_name off`; the certificate is not verified either (see UpstreamTls).
+        let server_name = ServerName::IpAddress(key.address.ip().into());
+        TlsConnector::from(config.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|error| Failure::with_source(FailureKind::HandshakeFailed, error))
+    }
+
+    fn lend(self: &Rc<Self>, key: PoolKey, sender: Http1Sender) -> UpstreamSender {
+        UpstreamSender::Http1(PooledSender {
+            pool: self.clone(),
+            key,
+            sender,
+        })
+    }
+
+    /// Keeps `sender` as the endpoint's shared HTTP/2 connection unless another request
+    /// stored an open one meanwhile, and returns a handle to the one kept.
+    fn share_http2(&self, key: PoolKey, sender: Http2Sender) -> UpstreamSender {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let entry = endpoints.entry(key).or_default();
+        match &entry.http2 {
+            Some(existing) if !existing.is_closed() => UpstreamSender::Http2(sender),
+            _ => {
+                entry.http2 = Some(sender.clone());
+                UpstreamSender::Http2(sender)
+            }
+        }
+    }
+
+    async fn checkout_idle(self: &Rc<Self>, key: PoolKey) -> Option<UpstreamSender> {
+        loop {
+            // The borrow ends before any await: another task of this thread may use the pool
+            // while this one waits.
+            let candidate = {
+                let mut endpoints = self.endpoints.borrow_mut();
+                let entry = endpoints.get_mut(&key)?;
+                if let Some(http2) = &entry.http2 {
+                    if !http2.is_closed() && http2.is_ready() {
+                        return Some(UpstreamSender::Http2(http2.clone()));
+                    }
+                    entry.http2 = None;
+                }
+                entry.idle.pop_back()?
+            };
+            if candidate.sender.is_closed() || candidate.since.elapsed() > UPSTREAM_IDLE_TIMEOUT {
+                continue;
+            }
+            let mut sender = candidate.sender;
+            if sender.is_ready() {
+                return Some(self.lend(key, sender));
+            }
+            // The previous response ended but its connection task has not run since; give it
+            // a moment to mark the connection ready.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
+                return Some(self.lend(key, sender));
+            }
+        }
+    }
+
+    fn release(&self, key: PoolKey, sender: Http1Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut endpoints = self.endpoints.borrow_mut();
+        let idle = &mut endpoints.entry(key).or_default().idle;
+        if idle.len() >= MAX_IDLE_PER_ENDPOINT {
+            idle.pop_front();
+        }
+        idle.push_back(IdleSender {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes idle connections that expired or that the endpoint closed, and forgets
+    /// endpoints with nothing left. The worker calls this periodically.
+    pub(super) fn sweep(&self) {
+        let mut endpoints = self.endpoints.borrow_mut();
+        for entry in endpoints.values_mut() {
+            entry.idle.retain(|idle| {
+                !idle.sender.is_closed() && idle.since.elapsed() <= UPSTREAM_IDLE_TIMEOUT
+            });
+            if entry
+                .http2
+                .as_ref()
+                .is_some_and(|sender| sender.is_closed())
+            {
+                entry.http2 = None;
+            }
+        }
+        endpoints.retain(|_, entry| !entry.idle.is_empty() || entry.http2.is_some());
+    }
+}
+
+async fn connect_tcp(address: SocketAddr) -> Result<TcpStream, Failure> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|error| Failure::with_source(FailureKind::ConnectRefused, error))?;
+    // Request heads are small writes that should not wait for Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+async fn handshake_http1<T>(io: TokioIo<T>, upgrades: bool) -> Result<Http1Sender, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(io)
+        .await
+        .map_err(|error| Failure::with_source(FailureKind::HandshakeFailed, error))?;
+    tokio::task::spawn_local(async move {
+        let result = if upgrades {
+            connection.with_upgrades().await
+        } else {
+            connection.await
+        };
+        if let Err(error) = result {
+            tracing::debug!(error = %error, "upstream HTTP/1.1 connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_http2<T>(io: TokioIo<T>) -> Result<Http2Sender, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|error| Failure::with_source(FailureKind::HandshakeFailed, error))?;
+    tokio::task::spawn_local(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok(sender)
+}

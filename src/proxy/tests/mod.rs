@@ -1,0 +1,1 @@
+//! Tests of the proxy against real upstream servers and clients on loopback.

@@ -1,0 +1,286 @@
+//! TLS on both sides: the downstream certificate resolver that reads the live snapshot, the
+//! generated default certificate, and the upstream client configuration.
+
+use std::sync::Arc;
+
+use rcgen::{CertificateParams, DnType, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+
+use super::ProxyError;
+use crate::live::Live;
+
+/// Common name and subject alternative name of the generated certificate.
+const DEFAULT_CERTIFICATE_NAME: &str = "gangway-default";
+
+/// ALPN protocol ids, most preferred first.
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Generates the self-signed certificate (common name `gangway-default`) that the HTTPS
+/// listener serves when the snapshot has no certificate for the requested name.
+pub fn generate_default_certificate() -> Result<Arc<CertifiedKey>, ProxyError> {
+    let key_pair = KeyPair::generate().map_err(ProxyError::Certificate)?;
+    let mut params = CertificateParams::new(vec![DEFAULT_CERTIFICATE_NAME.to_owned()])
+        .map_err(ProxyError::Certificate)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, DEFAULT_CERTIFICATE_NAME);
+    let certificate = params
+        .self_signed(&key_pair)
+        .map_err(ProxyError::Certificate)?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let signing_key = ring::sign::any_supported_type(&key_der).map_err(ProxyError::PrivateKey)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![certificate.der().clone()],
+        signing_key,
+    )))
+}
+
+/// Picks the server certificate for each TLS handshake from the live snapshot.
+pub(super) struct CertificateResolver {
+    live: Arc<Live>,
+    default_certificate: Arc<CertifiedKey>,
+}
+
+impl CertificateResolver {
+    pub(super) fn new(live: Arc<Live>, default_certificate: Arc<CertifiedKey>) -> Self {
+        Self {
+            live,
+            default_certificate,
+        }
+    }
+
+    /// Selects the certificate for an SNI name: exact name, wildcard, the snapshot's fallback,
+    /// then the generated default. A handshake is never rejected for want of a certificate,
+    /// as ingress-nginx and Contour serve a default one too.
+    pub(super) fn select(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        let snapshot = self.live.snapshot();
+        match snapshot.certificates.lookup(server_name) {
+            Some(certificate) => certificate.key.clone(),
+            None => self.default_certificate.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for CertificateResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of debug output.
+        f.debug_struct("CertificateResolver")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for CertificateResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.select(client_hello.server_name()))
+    }
+}
+
+fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// Builds the downstream TLS configuration: certificates from `resolver`, ALPN h2 then
+/// http/1.1.
+pub(super) fn server_config(resolver: CertificateResolver) -> Result<ServerConfig, ProxyError> {
+    let mut config = ServerConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(ProxyError::Tls)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// Upstream TLS configurations: one offering h2 and http/1.1, one offering http/1.1 only for
+/// upgrade requests, which need HTTP/1.1.
+#[derive(Clone)]
+pub(super) struct UpstreamTls {
+    /// Offers ALPN h2 and http/1.1.
+    pub(super) any_version: Arc<ClientConfig>,
+    /// Offers ALPN http/1.1 only.
+    pub(super) http1_only: Arc<ClientConfig>,
+}
+
+impl UpstreamTls {
+    /// Builds the upstream client configurations.
+    ///
+    /// The proxy does not verify upstream certificates, as ingress-nginx's default
+    /// `proxy_ssl_verify off`: cluster backends usually serve self-signed certificates and the
+    /// endpoint address comes from the Kubernetes API, not from DNS. Handshake signatures are
+    /// still checked, so the peer must hold the key of the certificate it presents.
+    /// TODO: a per-backend option to verify the upstream certificate against a CA bundle.
+    pub(super) fn new() -> Result<Self, ProxyError> {
+        let provider = ring_provider();
+        let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, ProxyError> {
+            let verifier = Arc::new(NoCertificateVerification {
+                algorithms: provider.signature_verification_algorithms,
+            });
+            let mut config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(ProxyError::Tls)?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+            Ok(Arc::new(config))
+        };
+        Ok(Self {
+            any_version: build(&[ALPN_H2, ALPN_HTTP1])?,
+            http1_only: build(&[ALPN_HTTP1])?,
+        })
+    }
+}
+
+/// Returns true when the TLS connection negotiated HTTP/2.
+pub(super) fn negotiated_h2(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(ALPN_H2)
+}
+
+/// Accepts any upstream certificate chain but still verifies handshake signatures.
+#[derive(Debug)]
+struct NoCertificateVerification {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for NoCertificateVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::snapshot::{Snapshot, TlsCertificate};
+    use crate::status::StatusReport;
+    use crate::store::ObjectKey;
+
+    fn certificate(secret: &str) -> Arc<TlsCertificate> {
+        Arc::new(TlsCertificate {
+            secret: ObjectKey::new("default", secret),
+            key: generate_default_certificate().unwrap(),
+        })
+    }
+
+    /// Keys of the certificates in the resolver's snapshot.
+    struct Keys {
+        exact: Arc<CertifiedKey>,
+        wildcard: Arc<CertifiedKey>,
+    }
+
+    /// Builds a resolver over a snapshot with `foo.example.com` and `*.wild.example.com`.
+    fn resolver(fallback: Option<Arc<TlsCertificate>>) -> (CertificateResolver, Keys) {
+        let exact = certificate("foo-tls");
+        let wildcard = certificate("wild-tls");
+        let keys = Keys {
+            exact: exact.key.clone(),
+            wildcard: wildcard.key.clone(),
+        };
+        let mut snapshot = Snapshot::default();
+        let hosts = &mut snapshot.certificates.hosts;
+        hosts.insert("foo.example.com", exact).unwrap();
+        hosts.insert("*.wild.example.com", wildcard).unwrap();
+        snapshot.certificates.fallback = fallback;
+
+        let live = Arc::new(Live::new(Arc::new(Metrics::new())));
+        live.publish(snapshot, StatusReport::default(), Default::default());
+        let default = generate_default_certificate().unwrap();
+        (CertificateResolver::new(live, default), keys)
+    }
+
+    #[test]
+    fn resolver_serves_default_without_sni() {
+        let (resolver, _) = resolver(None);
+
+        let selected = resolver.select(None);
+
+        assert!(Arc::ptr_eq(&selected, &resolver.default_certificate));
+    }
+
+    #[test]
+    fn resolver_serves_default_for_unknown_name() {
+        let (resolver, _) = resolver(None);
+
+        let selected = resolver.select(Some("unknown.example.org"));
+
+        assert!(Arc::ptr_eq(&selected, &resolver.default_certificate));
+    }
+
+    #[test]
+    fn resolver_serves_exact_name() {
+        let (resolver, keys) = resolver(None);
+
+        let selected = resolver.select(Some("foo.example.com"));
+
+        assert!(Arc::ptr_eq(&selected, &keys.exact));
+    }
+
+    #[test]
+    fn resolver_serves_wildcard_for_one_label() {
+        let (resolver, keys) = resolver(None);
+
+        let selected = resolver.select(Some("api.wild.example.com"));
+        let two_labels = resolver.select(Some("a.b.wild.example.com"));
+
+        assert!(Arc::ptr_eq(&selected, &keys.wildcard));
+        assert!(Arc::ptr_eq(&two_labels, &resolver.default_certificate));
+    }
+
+    #[test]
+    fn resolver_prefers_snapshot_fallback_to_default() {
+        let fallback = certificate("fallback-tls");
+        let (resolver, _) = resolver(Some(fallback.clone()));
+
+        let unknown = resolver.select(Some("unknown.example.org"));
+        let no_sni = resolver.select(None);
+
+        assert!(Arc::ptr_eq(&unknown, &fallback.key));
+        assert!(Arc::ptr_eq(&no_sni, &fallback.key));
+    }
+
+    #[test]
+    fn default_certificate_names_gangway_default() {
+        let key = generate_default_certificate().unwrap();
+
+        let der = key.cert[0].as_ref();
+
+        let needle = DEFAULT_CERTIFICATE_NAME.as_bytes();
+        assert!(der.windows(needle.len()).any(|window| window == needle));
+    }
+}

@@ -1,0 +1,367 @@
+//! One worker thread: a current-thread runtime with its own listeners, downstream
+//! connections and upstream pool. Every task of a connection runs on its worker's thread.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::failure::Failure;
+use super::handler;
+use super::log::{FailureLog, RequestLog};
+use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
+use super::tls::{CertificateResolver, UpstreamTls, server_config};
+use super::{ProxyConfig, ProxyError};
+use crate::live::Live;
+
+/// Pause after a failed `accept`, such as EMFILE, so the loop does not spin while the
+/// process is out of file descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every worker shares, read-only.
+pub(super) struct Shared {
+    pub(super) config: ProxyConfig,
+    pub(super) live: Arc<Live>,
+    tls_acceptor: TlsAcceptor,
+    upstream_tls: UpstreamTls,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(super) fn new(
+        config: ProxyConfig,
+        live: Arc<Live>,
+        default_certificate: Arc<CertifiedKey>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ProxyError> {
+        let resolver = CertificateResolver::new(live.clone(), default_certificate);
+        let tls_acceptor = TlsAcceptor::from(Arc::new(server_config(resolver)?));
+        Ok(Self {
+            config,
+            live,
+            tls_acceptor,
+            upstream_tls: UpstreamTls::new()?,
+            shutdown,
+        })
+    }
+}
+
+/// A worker's runtime and listeners, built on the starting thread so that errors reach
+/// [`super::Proxy::start`].
+pub(super) struct Worker {
+    runtime: Runtime,
+    http: TcpListener,
+    https: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        http: std::net::TcpListener,
+        https: std::net::TcpListener,
+    ) -> Result<Self, ProxyError> {
+        let worker_error = |source| ProxyError::Worker { index, source };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(worker_error)?;
+        let (http, https) = {
+            let _entered = runtime.enter();
+            (
+                TcpListener::from_std(http).map_err(worker_error)?,
+                TcpListener::from_std(https).map_err(worker_error)?,
+            )
+        };
+        Ok(Self {
+            runtime,
+            http,
+            https,
+            shared,
+        })
+    }
+
+    /// Serves until shutdown and the drain that follows are over. Blocks the thread.
+    pub(super) fn run(self) {
+        let Worker {
+            runtime,
+            http,
+            https,
+            shared,
+        } = self;
+        let local = LocalSet::new();
+        local.block_on(&runtime, serve(shared, http, https));
+        // Dropping the runtime cancels what is left: tunnels and connections that outlived
+        // the drain, and idle upstream connections.
+    }
+}
+
+/// Runs a future on the worker's thread; hyper uses it for HTTP/2 streams, so they may hold
+/// the worker's `Rc`s.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// The listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ListenerScheme {
+    /// Plain HTTP/1.1 and h2c.
+    Http,
+    /// TLS.
+    Https,
+}
+
+/// State of one worker thread that request handling reads.
+pub(super) struct WorkerContext {
+    pub(super) shared: Arc<Shared>,
+    pub(super) pool: Rc<UpstreamPool>,
+    failure_log: FailureLog,
+    tasks: TaskTracker,
+    builder: auto::Builder<LocalExec>,
+}
+
+impl WorkerContext {
+    /// Logs a failed request, rate-limited per worker.
+    pub(super) fn log_failure(&self, failure: &Failure, log: &RequestLog<'_>) {
+        self.failure_log.write(failure, log);
+    }
+
+    /// Runs an upgraded connection's tunnel; shutdown waits for it like for a connection.
+    pub(super) fn spawn_tunnel(&self, tunnel: impl Future<Output = ()> + 'static) {
+        self.tasks.spawn_local(tunnel);
+    }
+}
+
+/// One downstream connection, shared by its requests.
+pub(super) struct Connection {
+    pub(super) scheme: ListenerScheme,
+    /// The client's address.
+    pub(super) client: SocketAddr,
+    in_flight: Cell<usize>,
+    requests: Cell<u64>,
+    /// When the connection opened, or when its last request ended.
+    last_active: Cell<Instant>,
+}
+
+impl Connection {
+    fn new(scheme: ListenerScheme, client: SocketAddr) -> Self {
+        Self {
+            scheme,
+            client,
+            in_flight: Cell::new(0),
+            requests: Cell::new(0),
+            last_active: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub(super) fn begin_request(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.requests.set(self.requests.get() + 1);
+        InFlight(self.clone())
+    }
+
+    /// Returns when the connection counts as idle for too long, or `None` while a request is
+    /// in flight. Before the first request the shorter client header timeout applies, so a
+    /// client that connects and sends nothing is closed like a slow header.
+    fn idle_deadline(&self, config: &ProxyConfig) -> Option<Instant> {
+        if self.in_flight.get() > 0 {
+            return None;
+        }
+        let limit = if self.requests.get() == 0 {
+            config.client_header_timeout.min(config.idle_timeout)
+        } else {
+            config.idle_timeout
+        };
+        Some(self.last_active.get() + limit)
+    }
+}
+
+/// Keeps a downstream connection busy while a request or its response body is alive.
+pub(super) struct InFlight(Rc<Connection>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let connection = &self.0;
+        connection.in_flight.set(connection.in_flight.get() - 1);
+        connection.last_active.set(Instant::now());
+    }
+}
+
+fn server_builder(config: &ProxyConfig) -> auto::Builder<LocalExec> {
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.client_header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
+    let config = &shared.config;
+    let pool = Rc::new(UpstreamPool::new(
+        config.upstream_connect_timeout,
+        shared.upstream_tls.clone(),
+        shared.live.metrics().clone(),
+    ));
+    let worker = Rc::new(WorkerContext {
+        shared: shared.clone(),
+        pool: pool.clone(),
+        failure_log: FailureLog::new(),
+        tasks: TaskTracker::new(),
+        builder: server_builder(config),
+    });
+    let shutdown = shared.shutdown.clone();
+
+    let sweeper = tokio::task::spawn_local(sweep_pool(pool, shutdown.clone()));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = http.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let connection = Connection::new(ListenerScheme::Http, client);
+                    worker.tasks.spawn_local(serve_tcp(worker.clone(), stream, connection));
+                }
+                Err(error) => accept_failed(&http, error).await,
+            },
+            accepted = https.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let connection = Connection::new(ListenerScheme::Https, client);
+                    worker.tasks.spawn_local(serve_tls(worker.clone(), stream, connection));
+                }
+                Err(error) => accept_failed(&https, error).await,
+            },
+        }
+    }
+
+    // Closing the sockets makes the kernel refuse new connections from here on.
+    drop(http);
+    drop(https);
+    sweeper.abort();
+    worker.tasks.close();
+    let drained = tokio::time::timeout(config.shutdown_timeout, worker.tasks.wait()).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = worker.tasks.len(),
+            timeout = ?config.shutdown_timeout,
+            "shutdown timeout reached, closing remaining connections"
+        );
+    }
+}
+
+async fn accept_failed(listener: &TcpListener, error: std::io::Error) {
+    let address = listener.local_addr().ok();
+    tracing::warn!(address = ?address, error = %error, "failed to accept a connection");
+    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+}
+
+async fn sweep_pool(pool: Rc<UpstreamPool>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(UPSTREAM_IDLE_TIMEOUT / 4);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => pool.sweep(),
+        }
+    }
+}
+
+async fn serve_tcp(worker: Rc<WorkerContext>, stream: TcpStream, connection: Connection) {
+    let _ = stream.set_nodelay(true);
+    serve_connection(worker, stream, connection).await;
+}
+
+async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Connection) {
+    let _ = stream.set_nodelay(true);
+    let config = &worker.shared.config;
+    let handshake = worker.shared.tls_acceptor.accept(stream);
+    let tls = tokio::select! {
+        () = worker.shared.shutdown.cancelled() => return,
+        result = tokio::time::timeout(config.client_header_timeout, handshake) => result,
+    };
+    match tls {
+        Ok(Ok(stream)) => serve_connection(worker, stream, connection).await,
+        Ok(Err(error)) => {
+            tracing::debug!(client = %connection.client, error = %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            tracing::debug!(client = %connection.client, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown asks
+/// it to finish its in-flight requests.
+async fn serve_connection<I>(worker: Rc<WorkerContext>, io: I, connection: Connection)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let connection = Rc::new(connection);
+    let service = {
+        let worker = worker.clone();
+        let connection = connection.clone();
+        service_fn(move |request| handler::handle(worker.clone(), connection.clone(), request))
+    };
+    let config = &worker.shared.config;
+    let shutdown = worker.shared.shutdown.clone();
+    let served = worker
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut served = std::pin::pin!(served);
+    let mut draining = false;
+    loop {
+        // While a request is in flight there is no idle deadline; the check runs again after
+        // `idle_timeout`, by which time the request may have ended.
+        let deadline = connection
+            .idle_deadline(config)
+            .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(client = %connection.client, error = %error, "downstream connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                served.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            () = tokio::time::sleep_until(deadline), if !draining => {
+                let expired = connection
+                    .idle_deadline(config)
+                    .is_some_and(|deadline| deadline <= Instant::now());
+                if expired {
+                    tracing::debug!(client = %connection.client, "closing idle downstream connection");
+                    served.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
