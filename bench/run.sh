@@ -2,8 +2,9 @@
 # Benchmark Gangway against nginx, HAProxy and the upstream reached directly, on loopback.
 #
 # Usage: bench/run.sh [--quick] [driver options]
-#   --quick        a few seconds per case and one run each; fails only when something breaks
-#                  (a server that does not start, a run with no request, failed requests)
+#   --quick        a few seconds per case and one run each. It fails only when something
+#                  breaks: a server that does not start, a run with no request, failed
+#                  requests.
 #   Other options go to the driver (python3 -m benchdriver --help), for example
 #   --cases http1_connections,churn or --targets nginx,gangway.
 #

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def raise_file_limit(needed: int) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # Ctrl-C and SIGTERM end the run through the `finally` below, which stops every server
+    # started; a shell may have started this process with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     settings = cases.Settings.quick() if args.quick else cases.Settings()
     runs = args.runs or (1 if args.quick else 3)
     selected_cases = [case for case in args.cases.split(",") if case]
@@ -83,8 +88,8 @@ def main(argv: list[str]) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    # Each idle connection uses a descriptor in the client and one in the proxy, and nginx
-    # as the direct target holds them all; 2,000 more cover everything else.
+    # Each idle connection uses a descriptor in the client and one in the proxy, or in the
+    # upstream nginx when it is the direct target. 2,000 more cover everything else.
     raise_file_limit(settings.idle_connections + 2_000)
 
     notes: list[str] = []
@@ -164,7 +169,7 @@ def main(argv: list[str]) -> int:
 
     checks = sum(len(by_target) for by_target in results.runs.values()) + len(failures)
     checks += 1 if compiler_figures else 0
-    print(f"bench checks: {checks - len(failures)} passed, {len(failures)} failed")
+    print(f"bench: {checks - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

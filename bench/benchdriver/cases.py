@@ -55,7 +55,7 @@ class Settings:
 
 @dataclass
 class Context:
-    """What every case needs: the load generator, the work directory, the settings."""
+    """Inputs shared by every case: the load generator, the work directory, the settings."""
 
     oha: Path
     work: Path
@@ -165,9 +165,9 @@ def tls_handshakes(context: Context, target: Target) -> dict[str, float]:
     """Case 2b: a new TLS connection, so a full TLS 1.3 handshake, for every request:
     requests per second is the handshake rate.
 
-    TODO: open each connection with HTTP/2, which adds the connection preface and SETTINGS
-    exchange to the handshake; oha 1.16 reuses HTTP/2 connections always, so this uses
-    HTTP/1.1 over TLS."""
+    TODO: open each connection with HTTP/2, which adds the connection preface and the
+    SETTINGS exchange to the handshake. oha 1.16 always reuses HTTP/2 connections, so this
+    case uses HTTP/1.1 over TLS."""
     spec = LoadSpec(port=target.ports.https, connections=context.settings.h2_connections,
                     seconds=context.settings.seconds, tls=True,
                     new_connection_per_request=True)
@@ -231,9 +231,9 @@ def route_scale(context: Context, target: Gangway, ingresses: int) -> dict[str, 
 
 
 def churn(context: Context, target: Target) -> dict[str, float]:
-    """Case 6: route changes during steady load on another route. Each change adds a host;
-    the time to serve is from just before the change is made to the first 200 from the new
-    host on a new connection."""
+    """Case 6: route changes during steady load on another route. Each change adds a host.
+    The time to serve runs from just before the change to the first 200 from the new host,
+    polled on a new connection."""
     settings = context.settings
     # The load runs until the changes are done and a second more, then gets SIGINT; the
     # duration given to oha only bounds a run whose driver died.

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# Host of the route every load test uses. Each proxy answers 404 for any other host that is
+# Host of the route every load test uses. Each proxy returns 404 for any other host that is
 # not in its route list, so a poll of a new host shows when that route is live.
 BENCH_HOST = "bench.example"
 
@@ -63,7 +63,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def upstream_nginx(work: Path, certificate: Path, key: Path) -> str:
-    """nginx as the upstream: 200 with a 3-byte body on every path, a 1 MiB static file on
+    """Build the configuration of nginx as the upstream: 200 with a 3-byte body on every path, a 1 MiB static file on
     LARGE_PATH, plain HTTP/1.1 for the proxies and TLS with HTTP/2 for the direct case."""
     root = work / "upstream-root"
     root.mkdir(parents=True, exist_ok=True)
@@ -84,8 +84,10 @@ def upstream_nginx(work: Path, certificate: Path, key: Path) -> str:
 
 
 def proxy_nginx(work: Path, hosts: list[str], certificate: Path, key: Path) -> str:
-    """nginx as the proxy under test. Proxy settings follow ingress-nginx's defaults where
-    they differ from nginx's: HTTP/1.1 with keep-alive upstream, response buffering off."""
+    """Build the configuration of nginx as the proxy under test. Proxy settings follow
+    ingress-nginx's defaults where they differ from nginx's: HTTP/1.1 with keep-alive
+    upstream, response buffering off, and the request id and X-Forwarded-* headers that
+    Gangway sets too, so every proxy does the same work per request."""
     names = " ".join(hosts)
     return _nginx_main(work, f"""
     upstream bench_upstream {{
@@ -114,6 +116,13 @@ def proxy_nginx(work: Path, hosts: list[str], certificate: Path, key: Path) -> s
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            add_header X-Request-ID $request_id always;
             proxy_buffering off;
         }}
     }}
@@ -151,8 +160,9 @@ http {{
 
 
 def proxy_haproxy(work: Path, hosts: list[str], combined_pem: Path) -> str:
-    """HAProxy as the proxy under test, in master-worker mode (-W) so that SIGUSR2 reloads
-    it; the stats socket passes the listening sockets to the new worker (seamless reload)."""
+    """Build the configuration of HAProxy as the proxy under test. It runs in master-worker
+    mode (-W), so SIGUSR2 reloads it. The stats socket passes the listening sockets to the
+    new worker, which makes the reload seamless."""
     names = " ".join(hosts)
     return f"""
 global
@@ -183,6 +193,16 @@ frontend bench
     bind 127.0.0.1:{HAPROXY.https} ssl crt {combined_pem} alpn h2,http/1.1 backlog 4096
     # The port is cut from the Host header (HTTP/2 clients send host:port in :authority).
     acl routed_host req.hdr(host),field(1,:),lower -m str {names}
+    # The request id and X-Forwarded-* headers that Gangway and ingress-nginx set.
+    unique-id-format %[uuid()]
+    http-request set-header X-Request-ID %[unique-id]
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Port %[dst_port]
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http unless {{ ssl_fc }}
+    http-response set-header X-Request-ID %[unique-id]
     use_backend upstream if routed_host
     default_backend not_found
 
@@ -195,7 +215,8 @@ backend not_found
 
 
 def gangway_base_manifests(certificate: Path, key: Path) -> list[dict]:
-    """The IngressClass, the upstream Service and its EndpointSlice, and the TLS Secret."""
+    """Build the IngressClass, the upstream Service with its EndpointSlice, and the TLS
+    Secret."""
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -232,9 +253,9 @@ def gangway_base_manifests(certificate: Path, key: Path) -> list[dict]:
 
 
 def gangway_ingress(name: str, hosts: list[str], extra_paths: int = 0) -> dict:
-    """One Ingress routing `/` (and `extra_paths` more Exact paths) on each host to the
-    upstream, with TLS for the hosts and no HTTP-to-HTTPS redirect, as the other proxies
-    serve both listeners."""
+    """Build one Ingress that routes `/` (and `extra_paths` more Exact paths) on each host to
+    the upstream. It lists the hosts for TLS and turns the HTTP-to-HTTPS redirect off,
+    because the other proxies serve the route on both listeners."""
     backend = {"service": {"name": "upstream", "port": {"name": "http"}}}
     paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
     paths += [

@@ -52,8 +52,8 @@ class LoadResult:
 
 
 def oha_argv(oha: Path, spec: LoadSpec) -> list[str]:
-    """The oha command line for `spec`; every URL names 127.0.0.1 or, for TLS, a name that
-    --connect-to maps to 127.0.0.1."""
+    """Build the oha command line for `spec`. Every URL names 127.0.0.1 or, for TLS, a name
+    that --connect-to maps to 127.0.0.1."""
     argv = [
         str(oha), "--no-tui", "--output-format", "json",
         "-z", f"{spec.seconds}s",
@@ -91,7 +91,14 @@ def start_load(oha: Path, spec: LoadSpec, log: Path) -> subprocess.Popen:
         stderr=log.open("ab"),
         stdin=subprocess.DEVNULL,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and oha would inherit that;
+        # interrupt_load needs SIGINT to reach oha's handler.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_load(process: subprocess.Popen, spec: LoadSpec) -> LoadResult:

@@ -110,7 +110,7 @@ def _gangway_row(label: str, measure: str, value: float | None, digits: int,
 
 
 def build_rows(results: Results, compiler: dict | None) -> list[Row]:
-    """Every row of the table, in case order."""
+    """Build every row of the table, in case order."""
     rows: list[Row] = []
     throughput = [Ratio("nginx", 1.3, True), Ratio("haproxy", 1.2, True), Ratio("direct", 0.6, True)]
     p99 = [Ratio("nginx", 1.0, False)]
@@ -197,7 +197,7 @@ def _cells(row: Row) -> list[str]:
 
 
 def render_text(rows: list[Row]) -> str:
-    """A fixed-width table for the terminal."""
+    """Render the rows as a fixed-width table for the terminal."""
     table = [HEADERS] + [_cells(row) for row in rows]
     widths = [max(len(line[column]) for line in table) for column in range(len(HEADERS))]
     lines = []
@@ -209,7 +209,7 @@ def render_text(rows: list[Row]) -> str:
 
 
 def render_markdown(rows: list[Row]) -> str:
-    """A Markdown table for docs/benchmarks.md."""
+    """Render the rows as a Markdown table for docs/benchmarks.md."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for row in rows:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _cells(row)) + " |")

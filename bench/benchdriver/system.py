@@ -29,8 +29,8 @@ def read_stat(pid: int) -> tuple[int, float, int] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    # proc(5): fields 4 (ppid), 14 (utime), 15 (stime) and 24 (rss, pages), counted from 1
-    # with `pid` and `comm` first; `fields` here starts at field 3.
+    # proc(5) numbers the fields from 1: 4 is ppid, 14 utime, 15 stime, 24 rss in pages.
+    # `fields` starts at field 3, after `pid` and `comm`.
     ppid = int(fields[1])
     cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     rss = int(fields[21]) * PAGE_SIZE
@@ -65,8 +65,8 @@ class Usage:
 def tree_usage(root: int) -> Usage:
     """Sum CPU time (all threads, user and system) and RSS over `root` and its descendants.
 
-    CPU time of descendants that already exited is not counted, so callers measure a tree
-    whose processes live through the measurement, which holds except during reloads."""
+    CPU time of descendants that already exited is not counted. The callers measure trees
+    whose processes live through the measurement, which is true except during reloads."""
     cpu, rss = 0.0, 0
     for pid in process_tree(root):
         stat = read_stat(pid)
@@ -77,7 +77,7 @@ def tree_usage(root: int) -> Usage:
 
 
 class MemorySampler:
-    """Peak RSS of a process tree, sampled every `interval` seconds by `sample()` calls."""
+    """Peak RSS of a process tree over the calls to `sample()`."""
 
     def __init__(self, root: int) -> None:
         self.root = root

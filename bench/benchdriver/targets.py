@@ -81,7 +81,7 @@ class Target:
         return self.process.pid if self.process is not None else None
 
     def start(self, hosts: list[str], scale_ingresses: int = 0) -> None:
-        """Start serving `hosts`, and wait until BENCH_HOST answers 200 through it."""
+        """Start serving `hosts`, and wait until a request for BENCH_HOST gets a 200."""
         self.work.mkdir(parents=True, exist_ok=True)
         self._launch(hosts, scale_ingresses)
         wait_until(
@@ -167,8 +167,8 @@ class Haproxy(Target):
         HAProxy 2.6 drops a SIGUSR2 that arrives while the master is still starting or
         re-executing itself after the previous reload, even though the new worker already
         serves. The master CLI socket accepts connections only once the master is back in its
-        loop, so a `show proc` answer means the next signal reloads; a careful operator, or a
-        controller, waits the same way."""
+        loop, so a reply to `show proc` means that the next signal reloads. A careful
+        operator, or a controller, waits the same way."""
         socket_path = str(self.work / "master.sock")
 
         def master_answers() -> bool:
