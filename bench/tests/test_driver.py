@@ -146,6 +146,14 @@ class ConfigsTest(unittest.TestCase):
         self.assertEqual([path["path"] for path in rule["http"]["paths"]], ["/", "/path-0"])
         self.assertEqual(ingress["spec"]["tls"][0]["hosts"], ["a.bench.example"])
 
+    def test_haproxy_lines_fit_its_word_limit(self):
+        hosts = [f"churn-{index}.bench.example" for index in range(120)]
+        text = configs.proxy_haproxy(Path("/work"), hosts, Path("/work/bench.pem"))
+        acl_lines = [line for line in text.splitlines() if "acl routed_host" in line]
+        self.assertEqual(len(acl_lines), 3)
+        for line in text.splitlines():
+            self.assertLessEqual(len(line.split()), 64, line)
+
     def test_proxies_listen_on_loopback_only(self):
         with tempfile.TemporaryDirectory() as directory:
             work = Path(directory)
