@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use http::StatusCode;
 
@@ -87,13 +88,14 @@ impl FailureKind {
     }
 }
 
-/// A classified failure with the error behind it, when there is one.
-#[derive(Debug)]
+/// A classified failure with the error behind it, when there is one. Cloning shares the
+/// error, so requests waiting on one upstream connect can all get its failure.
+#[derive(Clone, Debug)]
 pub(super) struct Failure {
     /// What went wrong.
     pub(super) kind: FailureKind,
     /// The underlying error, logged but never sent to the client.
-    pub(super) source: Option<Box<dyn StdError + Send + Sync>>,
+    pub(super) source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl Failure {
@@ -109,7 +111,7 @@ impl Failure {
     ) -> Self {
         Self {
             kind,
-            source: Some(source.into()),
+            source: Some(Arc::from(source.into())),
         }
     }
 

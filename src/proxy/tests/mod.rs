@@ -1,1 +1,11 @@
 //! Tests of the proxy against real upstream servers and clients on loopback.
+
+mod admin;
+mod certificates;
+mod harness;
+mod headers;
+mod lifecycle;
+mod protocols;
+mod routing;
+mod streaming;
+mod upstream;
