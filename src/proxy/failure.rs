@@ -25,7 +25,7 @@ impl Side {
     }
 }
 
-/// What went wrong.
+/// Kind of failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FailureKind {
     /// No virtual host or path matches the request.
@@ -92,7 +92,7 @@ impl FailureKind {
 /// error, so requests waiting on one upstream connect can all get its failure.
 #[derive(Clone, Debug)]
 pub(super) struct Failure {
-    /// What went wrong.
+    /// Kind of failure.
     pub(super) kind: FailureKind,
     /// The underlying error, logged but never sent to the client.
     pub(super) source: Option<Arc<dyn StdError + Send + Sync>>,

@@ -1,10 +1,10 @@
 //! The data plane: listeners, request routing against the live snapshot, and upstream pools.
 //!
 //! [`Proxy::start`] runs `worker_threads` OS threads. Each thread owns a current-thread tokio
-//! runtime, its own `SO_REUSEPORT` listeners for HTTP and HTTPS (the kernel spreads new
-//! connections over them) and its own upstream connection pool, so the request path takes no
-//! lock and every task of a connection stays on one thread. Each request loads the live
-//! snapshot once and reads nothing else that can change.
+//! runtime, its own `SO_REUSEPORT` listeners for HTTP and HTTPS and its own upstream
+//! connection pool. The kernel spreads new connections over the listeners. So the request
+//! path takes no lock, and every task of a connection stays on one thread. Each request loads
+//! the live snapshot once and reads nothing else that can change.
 
 pub mod admin;
 mod body;
@@ -52,6 +52,10 @@ pub struct ProxyConfig {
     /// included) and each HTTP/1.1 request head.
     pub client_header_timeout: Duration,
     /// Time a downstream connection may stay open without a request in flight.
+    ///
+    /// NOTE: hyper 1.13 also runs its header read timer while an HTTP/1.1 connection waits
+    /// for its next request, so an idle HTTP/1.1 connection closes after the shorter of this
+    /// and `client_header_timeout`. HTTP/2 connections use this value alone.
     pub idle_timeout: Duration,
     /// Time to open an upstream connection, TLS handshake included.
     pub upstream_connect_timeout: Duration,
@@ -202,5 +206,52 @@ impl Proxy {
             }
         }
         tracing::info!("proxy stopped");
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults() {
+        let config = ProxyConfig::default();
+
+        assert_eq!(config.http_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.https_listen, "0.0.0.0:8443".parse().unwrap());
+        assert!(config.worker_threads >= 1);
+        assert_eq!(config.http_public_port, 80);
+        assert_eq!(config.https_public_port, 443);
+        assert_eq!(config.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(config.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.upstream_response_timeout, Duration::from_secs(60));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
+        assert!(config.access_log);
+    }
+
+    #[test]
+    fn start_names_taken_address() {
+        let live = Arc::new(Live::new(Arc::new(crate::metrics::Metrics::new())));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let config = ProxyConfig {
+            http_listen: address,
+            https_listen: "127.0.0.1:0".parse().unwrap(),
+            worker_threads: 1,
+            ..ProxyConfig::default()
+        };
+
+        let result = Proxy::start(
+            config,
+            live,
+            generate_default_certificate().unwrap(),
+            CancellationToken::new(),
+        );
+
+        let Err(error) = result else {
+            panic!("start succeeded on a taken address");
+        };
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
     }
 }

@@ -200,7 +200,8 @@ impl UpstreamPool {
         (attempt.await, opened)
     }
 
-    /// One HTTP/2 connect attempt; its outcome is stored for the requests that come later.
+    /// Opens one HTTP/2 connection and clears the attempt marker, so later requests use the
+    /// stored connection or start a new attempt.
     async fn connect_http2(self: Rc<Self>, key: PoolKey) -> Http2Outcome {
         let outcome = match self.connect(key).await {
             Ok(UpstreamSender::Http2(sender)) => Ok(sender),
@@ -216,8 +217,8 @@ impl UpstreamPool {
         outcome
     }
 
-    /// Opens a new HTTP/1.1 connection to `key`, never pooled: it carries one request that
-    /// asks to upgrade, and hyper hands the socket over after a 101 response.
+    /// Opens a new HTTP/1.1 connection to `key`, never pooled: it carries one upgrade
+    /// request, and hyper hands the socket over after a 101 response.
     pub(super) async fn connect_for_upgrade(
         &self,
         key: PoolKey,
@@ -365,7 +366,7 @@ impl UpstreamPool {
         });
     }
 
-    /// Closes idle connections that expired or that the endpoint closed, and forgets
+    /// Closes idle connections that expired or that the endpoint closed, and removes
     /// endpoints with nothing left. The worker calls this periodically.
     pub(super) fn sweep(&self) {
         let mut endpoints = self.endpoints.borrow_mut();

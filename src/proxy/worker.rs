@@ -33,7 +33,7 @@ use crate::live::Live;
 /// process is out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// What every worker shares, read-only.
+/// Read-only state that every worker shares.
 pub(super) struct Shared {
     pub(super) config: ProxyConfig,
     pub(super) live: Arc<Live>,
@@ -316,8 +316,8 @@ async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
     }
 }
 
-/// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown asks
-/// it to finish its in-flight requests.
+/// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown
+/// makes it finish its in-flight requests.
 async fn serve_connection<I>(worker: Rc<WorkerContext>, io: I, connection: Connection)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,

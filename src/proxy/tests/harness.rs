@@ -142,7 +142,7 @@ pub(crate) struct TestProxy {
 }
 
 impl TestProxy {
-    /// The configuration tests start from: ports picked by the kernel, timeouts short
+    /// Returns the base test configuration: ports picked by the kernel, and timeouts short
     /// enough for a test to wait them out.
     pub(crate) fn config() -> ProxyConfig {
         ProxyConfig {

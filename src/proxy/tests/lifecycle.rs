@@ -87,7 +87,7 @@ async fn snapshot_swap_during_traffic_fails_no_request() {
     assert!(seen.iter().any(|upstream| upstream == "green"));
 }
 
-/// Starts an upstream that reports each request on the returned channel, then answers
+/// Starts an upstream that reports each request on the returned channel, then responds
 /// after `delay`.
 async fn slow_upstream(delay: Duration) -> (TestUpstream, mpsc::UnboundedReceiver<()>) {
     let (started, started_receiver) = mpsc::unbounded_channel();
@@ -252,6 +252,10 @@ async fn upstream_http1_connection_reused() {
     let reused = r#"gangway_upstream_connections_reused_total{service="default/echo"}"#;
     assert_eq!(metric_value(&proxy, opened), 1);
     assert_eq!(metric_value(&proxy, reused), 19);
+    let requests = r#"gangway_http_requests_total{ingress="default/foo.example.com",service="default/echo",code="200"}"#;
+    assert_eq!(metric_value(&proxy, requests), 20);
+    let durations = "gangway_http_request_duration_seconds_count";
+    assert_eq!(metric_value(&proxy, durations), 20);
 }
 
 #[tokio::test]

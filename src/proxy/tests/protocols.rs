@@ -109,7 +109,8 @@ async fn tls_upstream_speaks_h2_by_alpn() {
     );
 }
 
-/// Answers like a gRPC server: echoes the body, then sends `grpc-status` as a trailer.
+/// Returns a handler that responds like a gRPC server: it echoes the body, then sends
+/// `grpc-status` as a trailer.
 fn grpc_like_handler() -> super::upstream::Handler {
     Arc::new(|request: Request<Incoming>| {
         Box::pin(async move {

@@ -112,7 +112,7 @@ async fn large_request_body_streams_upstream() {
         .send_data(Bytes::from(vec![b'a'; CHUNK]))
         .await
         .unwrap();
-    // The upstream must see the first chunk while the client still holds the rest.
+    // The upstream must receive the first chunk before the client sends the rest.
     let mut seen = 0;
     while seen < CHUNK {
         seen = tokio::time::timeout(STEP_TIMEOUT, progress.recv())

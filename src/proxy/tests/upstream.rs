@@ -180,7 +180,7 @@ impl Echo {
     }
 }
 
-/// Returns a handler that answers 200 with an [`Echo`] of the request.
+/// Returns a handler that responds 200 with an [`Echo`] of the request.
 pub(crate) fn echo_handler(name: &str) -> Handler {
     let name: Arc<str> = name.into();
     Arc::new(move |request: Request<Incoming>| {
