@@ -272,7 +272,7 @@ async fn forward<'a>(
     let pool = &context.worker.pool;
 
     if let Some(downstream_upgrade) = downstream_upgrade {
-        let (sender, address) = connect_with_retry(backend, exchange, |key| {
+        let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
             let labels = &labels;
             async move { pool.connect_for_upgrade(key, labels).await }
         })
@@ -286,7 +286,7 @@ async fn forward<'a>(
         return Ok(finish_upgrade(context, response, downstream_upgrade));
     }
 
-    let (sender, address) = connect_with_retry(backend, exchange, |key| {
+    let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
         let labels = &labels;
         async move { pool.checkout(key, labels).await }
     })
@@ -337,6 +337,7 @@ fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upg
 /// endpoint when the backend has more than one, as nginx's `proxy_next_upstream error timeout`
 /// does for connections that sent nothing yet.
 async fn connect_with_retry<'a, T, F, Fut>(
+    context: &RequestContext<'_>,
     backend: &'a Backend,
     exchange: &mut Exchange<'a>,
     mut connect: F,
@@ -371,12 +372,7 @@ where
         return Err(failure);
     };
 
-    tracing::debug!(
-        upstream = %first,
-        retry = %second,
-        error = %failure,
-        "retrying upstream connect on another endpoint"
-    );
+    context.worker.log_retry(&failure, first, second);
     exchange.upstream = Some(second);
     let connected = connect(key(second)).await?;
     Ok((connected, second))
@@ -521,7 +517,7 @@ fn finish_response(
     response
 }
 
-/// Answers an upgrade request. On 101 both sides' connections are joined once hyper hands
+/// Builds the response to an upgrade request. On 101 both sides' connections are joined once hyper hands
 /// them over; any other status is an ordinary response.
 fn finish_upgrade(
     context: &RequestContext<'_>,

@@ -151,6 +151,11 @@ impl WorkerContext {
         self.failure_log.write(failure, log);
     }
 
+    /// Logs a connect failure that is retried on another endpoint, rate-limited per worker.
+    pub(super) fn log_retry(&self, failure: &Failure, upstream: SocketAddr, retry: SocketAddr) {
+        self.failure_log.write_retry(failure, upstream, retry);
+    }
+
     /// Runs an upgraded connection's tunnel; shutdown waits for it like for a connection.
     pub(super) fn spawn_tunnel(&self, tunnel: impl Future<Output = ()> + 'static) {
         self.tasks.spawn_local(tunnel);

@@ -1,5 +1,6 @@
 //! Tests of the proxy against real upstream servers and clients on loopback.
 
+mod access_log;
 mod admin;
 mod certificates;
 mod harness;

@@ -310,3 +310,16 @@ async fn connect_method_rejected() {
 
     assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn failed_upstream_tls_handshake_is_502() {
+    // The endpoint speaks plain HTTP, so the proxy's ClientHello gets no TLS answer.
+    let plain = TestUpstream::echo("plain", Transport::Plain).await;
+    let mismatched = backend("mismatched", UpstreamProtocol::Tls, &[plain.address]);
+    let proxy = TestProxy::start(one_route(&mismatched));
+
+    let response = get(proxy.http_addr(), "foo.example.com", "/").await;
+
+    assert_eq!(response.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(response.header("x-gangway-error"), Some("handshake-failed"));
+}
