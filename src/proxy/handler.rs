@@ -517,8 +517,8 @@ fn finish_response(
     response
 }
 
-/// Builds the response to an upgrade request. On 101 both sides' connections are joined once hyper hands
-/// them over; any other status is an ordinary response.
+/// Builds the response to an upgrade request. On 101 both sides' connections are joined
+/// once hyper hands them over. Any other status is an ordinary response.
 fn finish_upgrade(
     context: &RequestContext<'_>,
     mut response: Response<Incoming>,

@@ -143,35 +143,59 @@ impl Proxy {
         let http_addr = listener::local_addr(&http_listeners[0], config.http_listen)?;
         let https_addr = listener::local_addr(&https_listeners[0], config.https_listen)?;
 
+        // Workers watch a child token, so a failed start can stop them without cancelling
+        // the caller's token; cancelling the caller's token still stops them.
+        let workers_shutdown = shutdown.child_token();
         let shared = Arc::new(worker::Shared::new(
             config,
             live,
             default_certificate,
-            shutdown.clone(),
+            workers_shutdown.clone(),
         )?);
-        // Runtimes are built here so that their errors reach the caller.
-        let mut prepared = Vec::with_capacity(worker_count);
+
+        let (ready_sender, ready) = std::sync::mpsc::channel();
+        let mut workers = Vec::with_capacity(worker_count);
+        let mut failure = None;
         let listener_pairs = http_listeners.into_iter().zip(https_listeners);
         for (index, (http, https)) in listener_pairs.enumerate() {
-            prepared.push(worker::Worker::new(index, shared.clone(), http, https)?);
-        }
-        let mut workers = Vec::with_capacity(worker_count);
-        for (index, prepared) in prepared.into_iter().enumerate() {
+            let shared = shared.clone();
+            let ready_sender = ready_sender.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("gangway-proxy-{index}"))
-                .spawn(move || prepared.run());
+                .spawn(move || worker::run(index, shared, http, https, ready_sender));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(source) => {
-                    // Stop the workers already running so that no thread outlives the error.
-                    shutdown.cancel();
-                    for handle in workers {
-                        let _ = handle.join();
-                    }
-                    return Err(ProxyError::Worker { index, source });
+                    failure = Some(ProxyError::Worker { index, source });
+                    break;
                 }
             }
         }
+        drop(ready_sender);
+        for _ in 0..workers.len() {
+            // A worker that exits without reporting has dropped its sender, so `recv` fails
+            // instead of blocking forever.
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
+                }
+                Err(_) => {
+                    failure.get_or_insert(ProxyError::Worker {
+                        index: 0,
+                        source: std::io::Error::other("worker thread exited before it was ready"),
+                    });
+                }
+            }
+        }
+        if let Some(error) = failure {
+            workers_shutdown.cancel();
+            for handle in workers {
+                let _ = handle.join();
+            }
+            return Err(error);
+        }
+
         tracing::info!(
             http = %http_addr,
             https = %https_addr,

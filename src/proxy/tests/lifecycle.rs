@@ -252,7 +252,10 @@ async fn upstream_http1_connection_reused() {
     let reused = r#"gangway_upstream_connections_reused_total{service="default/echo"}"#;
     assert_eq!(metric_value(&proxy, opened), 1);
     assert_eq!(metric_value(&proxy, reused), 19);
-    let requests = r#"gangway_http_requests_total{ingress="default/foo.example.com",service="default/echo",code="200"}"#;
+    let requests = concat!(
+        r#"gangway_http_requests_total{ingress="default/foo.example.com","#,
+        r#"service="default/echo",code="200"}"#
+    );
     assert_eq!(metric_value(&proxy, requests), 20);
     let durations = "gangway_http_request_duration_seconds_count";
     assert_eq!(metric_value(&proxy, durations), 20);
