@@ -434,8 +434,30 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     }
 }
 
+/// Reads a JSON or YAML request body.
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    // TODO: decode protobuf bodies, so that kubectl's generator commands (`kubectl
+    // create namespace`, `kubectl create secret`), which send protobuf, work too.
+    let yaml = match media_type {
+        "" | "application/json" | "*/*" => false,
+        "application/yaml" => true,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/json, application/yaml".into(),
+            ));
+        }
+    };
     let body = read_body(request).await?;
+    if yaml {
+        return crate::patch::parse_apply_body(&body);
+    }
     serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
             "failed to decode the request body as JSON: {error}"
