@@ -152,7 +152,7 @@ async fn curl(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("curl printed non-UTF-8 output")
 }
 
-/// Runs curl for a JSON control or API request and parses the answer.
+/// Runs curl for a JSON control or API request and parses the response.
 async fn curl_json(method: &str, url: &str, body: Option<Value>) -> Value {
     let mut args = vec!["-s", "-X", method, url];
     let body_text = body.map(|body| body.to_string());

@@ -241,7 +241,7 @@ async fn create_existing_object_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_written_as_events_v1_show_in_get_events() {
+async fn events_v1_show_in_get_events() {
     let test = TestServer::start().await;
     let event = r#"
 apiVersion: events.k8s.io/v1
