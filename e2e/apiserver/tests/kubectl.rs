@@ -307,3 +307,54 @@ async fn protobuf_body_is_rejected_with_415() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_merges_keyed_lists() {
+    let test = TestServer::start().await;
+    let service = |ports: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n{ports}")
+    };
+    let two_ports = service("  - {name: http, port: 80}\n  - {name: https, port: 443}\n");
+    let file = test.write_file("service.yaml", &two_ports);
+    let applied = test
+        .kubectl_ok(&["apply", "-f", file.to_str().unwrap()])
+        .await;
+    assert!(applied.contains("service/web created"), "{applied}");
+
+    // Changing one port makes kubectl send a strategic merge patch with a delete
+    // directive and an element order.
+    let changed = service("  - {name: http, port: 8080}\n  - {name: https, port: 443}\n");
+    let file = test.write_file("service.yaml", &changed);
+    let applied = test
+        .kubectl_ok(&["apply", "-f", file.to_str().unwrap()])
+        .await;
+    assert!(applied.contains("service/web configured"), "{applied}");
+    let stored = parse_json(
+        &test
+            .kubectl_ok(&["get", "service", "web", "-o", "json"])
+            .await,
+    );
+    let ports: Vec<u64> = stored["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|port| port["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8080, 443]);
+
+    // kubectl patch defaults to a strategic merge patch: a new port is added.
+    test.kubectl_ok(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"ports":[{"name":"admin","port":9000}]}}"#,
+    ])
+    .await;
+    let stored = parse_json(
+        &test
+            .kubectl_ok(&["get", "service", "web", "-o", "json"])
+            .await,
+    );
+    assert_eq!(stored["spec"]["ports"].as_array().unwrap().len(), 3);
+}
