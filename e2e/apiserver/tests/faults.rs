@@ -6,16 +6,13 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{CURL_TIMEOUT, TestServer, curl, curl_json};
 use gangway_test_apiserver::{FailRule, RequestMatch, StallRule};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-/// Upper bound for one curl run.
-const CURL_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
@@ -140,33 +137,6 @@ async fn unknown_token_is_unauthorized() {
         .map(|request| request.user)
         .collect();
     assert_eq!(users, ["", "curl"]);
-}
-
-/// Runs curl with a timeout and returns its standard output.
-async fn curl(args: &[&str]) -> String {
-    let run = Command::new("curl").args(args).kill_on_drop(true).output();
-    let output = tokio::time::timeout(CURL_TIMEOUT, run)
-        .await
-        .unwrap_or_else(|_| panic!("curl {args:?} timed out"))
-        .expect("failed to run curl");
-    String::from_utf8(output.stdout).expect("curl printed non-UTF-8 output")
-}
-
-/// Runs curl for a JSON control or API request and parses the response.
-async fn curl_json(method: &str, url: &str, body: Option<Value>) -> Value {
-    let mut args = vec!["-s", "-X", method, url];
-    let body_text = body.map(|body| body.to_string());
-    if let Some(body_text) = &body_text {
-        args.extend([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body_text,
-        ]);
-    }
-    let output = curl(&args).await;
-    serde_json::from_str(&output)
-        .unwrap_or_else(|error| panic!("curl {args:?} printed invalid JSON ({error}): {output}"))
 }
 
 /// The `gangway-test-apiserver` binary, killed when dropped.
@@ -340,4 +310,29 @@ async fn stopped_server_refuses_connections_until_resumed() {
     test.server.resume().await.unwrap();
     let kept = api.get("kept").await.unwrap();
     assert_eq!(kept.metadata.name.as_deref(), Some("kept"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_watch_path_streams_one_object() {
+    let test = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
+    let start = test.server.resource_version();
+    api.create(&PostParams::default(), &config_map("other"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("watched"))
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/api/v1/watch/namespaces/default/configmaps/watched?resourceVersion={start}&timeoutSeconds=1",
+        test.server.url()
+    );
+    let output = curl(&["-s", "-N", &url]).await;
+    let events: Vec<Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{output}");
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "watched");
 }

@@ -568,3 +568,82 @@ async fn streaming_list_watcher_gets_initial_events() {
         "{requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_name_dry_run_and_delete_collection() {
+    let test = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
+    let mut generated = config_map("", json!({"batch": "one"}));
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("job-".into());
+    let first = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let second = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let first_name = first.metadata.name.unwrap();
+    assert!(first_name.starts_with("job-"), "{first_name}");
+    assert_ne!(Some(first_name), second.metadata.name);
+
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    api.create(&dry_run, &config_map("never-stored", json!({})))
+        .await
+        .unwrap();
+    assert!(api.get_opt("never-stored").await.unwrap().is_none());
+
+    api.create(
+        &PostParams::default(),
+        &config_map("kept", json!({"batch": "two"})),
+    )
+    .await
+    .unwrap();
+    let deleted = api
+        .delete_collection(
+            &Default::default(),
+            &ListParams::default().labels("batch=one"),
+        )
+        .await
+        .unwrap();
+    let deleted = deleted
+        .left()
+        .expect("deletecollection returns the deleted list");
+    assert_eq!(deleted.items.len(), 2);
+    let left: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|item| item.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_at_timeout_seconds() {
+    let test = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
+    let start = test.server.resource_version().to_string();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(1), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let ended = tokio::time::timeout(EVENT_TIMEOUT, stream.next())
+        .await
+        .unwrap();
+    assert!(
+        ended.is_none(),
+        "expected the end of the stream, got {ended:?}"
+    );
+    eventually(EVENT_TIMEOUT, "the watch to unregister", || {
+        test.server.watch_count() == 0
+    })
+    .await;
+}

@@ -8,7 +8,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use gangway_test_apiserver::{ApiServer, Config};
+use serde_json::Value;
 use tempfile::TempDir;
+
+/// Upper bound for one curl run.
+pub const CURL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Upper bound for one kubectl run.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,4 +105,34 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut con
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs curl with a timeout and returns its standard output.
+pub async fn curl(args: &[&str]) -> String {
+    let run = tokio::process::Command::new("curl")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(CURL_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("curl {args:?} timed out"))
+        .expect("failed to run curl");
+    String::from_utf8(output.stdout).expect("curl printed non-UTF-8 output")
+}
+
+/// Runs curl for a JSON control or API request and parses the response.
+pub async fn curl_json(method: &str, url: &str, body: Option<Value>) -> Value {
+    let mut args = vec!["-s", "-X", method, url];
+    let body_text = body.map(|body| body.to_string());
+    if let Some(body_text) = &body_text {
+        args.extend([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body_text,
+        ]);
+    }
+    let output = curl(&args).await;
+    serde_json::from_str(&output)
+        .unwrap_or_else(|error| panic!("curl {args:?} printed invalid JSON ({error}): {output}"))
 }
