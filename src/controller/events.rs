@@ -2,6 +2,7 @@
 //! existing object, sent once while the problem persists.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -17,8 +18,42 @@ const MAX_NOTE_BYTES: usize = 1024;
 /// Maximum length of an Event's `reason` that the API server accepts (events.k8s.io/v1).
 const MAX_REASON_BYTES: usize = 128;
 
+/// Maximum time for sending one Event, well below kube's 295 s response timeout so that a
+/// hung request cannot stall the other writes.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The `action` of every Event Gangway sends: it compiled the object into routes.
 const ACTION: &str = "Compile";
+
+/// Errors of sending one Event. Both are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The API server rejected the Event, or could not be reached.
+    #[error("failed to send Event {reason} about {kind} {object}")]
+    Send {
+        /// Kind of the object the Event is about.
+        kind: String,
+        /// Namespace and name of that object.
+        object: String,
+        /// The Event reason.
+        reason: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The request got no response in time.
+    #[error("timed out after {timeout:?} sending Event {reason} about {kind} {object}")]
+    TimedOut {
+        /// Kind of the object the Event is about.
+        kind: String,
+        /// Namespace and name of that object.
+        object: String,
+        /// The Event reason.
+        reason: String,
+        /// The time waited.
+        timeout: Duration,
+    },
+}
 
 /// Identity of an Event for deduplication: the object's uid (a recreated object gets its
 /// Events again), the reason and the text.
@@ -207,36 +242,17 @@ impl EventWriter {
             if !self.failures.is_due(&event.key, Instant::now()) {
                 continue;
             }
-            let kube_event = Event {
-                type_: EventType::Warning,
-                reason: event.key.reason.clone(),
-                note: Some(event.key.note.clone()),
-                action: ACTION.to_owned(),
-                secondary: None,
-            };
-            let kind = event.regarding.kind.as_deref().unwrap_or_default();
-            let namespace = event.regarding.namespace.as_deref().unwrap_or_default();
-            let name = event.regarding.name.as_deref().unwrap_or_default();
-            // A fresh Recorder per Event: kube-runtime 4.2's Recorder caches Events by object,
-            // reason and action, and turns a second one within 6 minutes into a count increase
-            // of the first, keeping the first text. A problem whose message changed would then
-            // show its old message. The dedupe above already sends each problem only once.
-            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-            match recorder.publish(&kube_event, &event.regarding).await {
+            match self.send(&event).await {
                 Ok(()) => {
                     outcome.sent += 1;
                     self.failures.record_success(&event.key);
-                    tracing::debug!(kind, namespace, name, reason = %event.key.reason, "sent Event");
                     self.dedupe.mark_sent(event.key);
                 }
                 Err(error) => {
                     outcome.failed += 1;
                     if self.failures.record_failure(event.key, Instant::now()) {
                         tracing::warn!(
-                            kind,
-                            namespace,
-                            name,
-                            error = %error,
+                            error = &error as &dyn std::error::Error,
                             "failed to send Event, retrying with backoff"
                         );
                     }
@@ -244,6 +260,51 @@ impl EventWriter {
             }
         }
         outcome
+    }
+
+    async fn send(&self, event: &PlannedEvent) -> Result<(), EventError> {
+        let kube_event = Event {
+            type_: EventType::Warning,
+            reason: event.key.reason.clone(),
+            note: Some(event.key.note.clone()),
+            action: ACTION.to_owned(),
+            secondary: None,
+        };
+        let kind = event.regarding.kind.clone().unwrap_or_default();
+        let namespace = event.regarding.namespace.clone().unwrap_or_default();
+        let name = event.regarding.name.clone().unwrap_or_default();
+        let object = crate::store::ObjectKey::new(namespace.clone(), name.clone()).to_string();
+
+        // A fresh Recorder per Event: kube-runtime 4.2's Recorder caches Events by object,
+        // reason and action, and turns a second one within 6 minutes into a count increase
+        // of the first, keeping the first text. A problem whose message changed would then
+        // show its old message. The dedupe in `sync` already sends each problem only once.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let request = recorder.publish(&kube_event, &event.regarding);
+        match tokio::time::timeout(SEND_TIMEOUT, request).await {
+            Ok(Ok(())) => {
+                tracing::debug!(
+                    kind,
+                    namespace,
+                    name,
+                    reason = %event.key.reason,
+                    "sent Event"
+                );
+                Ok(())
+            }
+            Ok(Err(source)) => Err(EventError::Send {
+                kind,
+                object,
+                reason: event.key.reason.clone(),
+                source,
+            }),
+            Err(_) => Err(EventError::TimedOut {
+                kind,
+                object,
+                reason: event.key.reason.clone(),
+                timeout: SEND_TIMEOUT,
+            }),
+        }
     }
 
     /// Returns the earliest time a failed Event is due again.

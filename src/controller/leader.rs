@@ -6,7 +6,7 @@
 //! `leaseDurationSeconds`. That time is measured on this replica's monotonic clock from when it
 //! last saw the record change, so clock skew between nodes does not matter. Every write is a `PUT`
 //! carrying the `resourceVersion` that was read, so when two replicas race for the Lease the
-//! API server accepts one and answers 409 Conflict to the other.
+//! API server accepts one and rejects the other with 409 Conflict.
 //!
 //! kube-leader-election 0.44 (kube 4) takes an expired Lease with a merge patch that carries no
 //! resourceVersion, so two racing replicas can both believe they lead; kube-lease-manager 0.12
@@ -70,9 +70,19 @@ pub enum LeaderError {
         namespace: String,
         /// Name of the Lease.
         name: String,
-        /// The API error.
+        /// The API error, boxed because `kube::Error` is large.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
+    },
+    /// The attempt took longer than its time budget.
+    #[error("timed out after {timeout:?} reading or writing Lease {namespace}/{name}")]
+    TimedOut {
+        /// Namespace of the Lease.
+        namespace: String,
+        /// Name of the Lease.
+        name: String,
+        /// The budget that ran out.
+        timeout: Duration,
     },
     /// The `POST` or `PUT` of the Lease failed with something other than a conflict.
     #[error("failed to write Lease {namespace}/{name}")]
@@ -81,9 +91,9 @@ pub enum LeaderError {
         namespace: String,
         /// Name of the Lease.
         name: String,
-        /// The API error.
+        /// The API error, boxed because `kube::Error` is large.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -248,9 +258,16 @@ impl LeaderElector {
             "joining leader election"
         );
         loop {
+            let budget = self.attempt_budget(Instant::now());
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                attempt = self.try_acquire_or_renew() => attempt,
+                attempt = tokio::time::timeout(budget, self.try_acquire_or_renew()) => {
+                    attempt.unwrap_or_else(|_| Err(LeaderError::TimedOut {
+                        namespace: self.settings.namespace.clone(),
+                        name: self.settings.name.clone(),
+                        timeout: budget,
+                    }))
+                }
             };
             self.handle_attempt(attempt, &leadership);
             tokio::select! {
@@ -268,11 +285,25 @@ impl LeaderElector {
                     "released Lease"
                 ),
                 Err(error) => tracing::warn!(
-                    error = %error,
-                    source = ?std::error::Error::source(&error).map(ToString::to_string),
+                    error = &error as &dyn std::error::Error,
                     "failed to release Lease; another replica takes it once it expires"
                 ),
             }
+        }
+    }
+
+    /// Returns how long one attempt may take: half the renew deadline, and for the leader no
+    /// longer than what is left of its renew deadline. A hung request to the API server then
+    /// cannot keep a replica leading past the deadline, which is what keeps the old leader's
+    /// writes from overlapping the next leader's.
+    fn attempt_budget(&self, now: Instant) -> Duration {
+        let budget = self.settings.timing.renew_deadline / 2;
+        match (self.leading, self.last_renewal) {
+            (true, Some(last)) => {
+                let deadline = last + self.settings.timing.renew_deadline;
+                budget.min(deadline.saturating_duration_since(now))
+            }
+            _ => budget,
         }
     }
 
@@ -300,8 +331,7 @@ impl LeaderElector {
             Err(error) => {
                 if let Some(suppressed) = self.errors.allow(now) {
                     tracing::warn!(
-                        error = %error,
-                        source = ?std::error::Error::source(&error).map(ToString::to_string),
+                        error = &error as &dyn std::error::Error,
                         suppressed,
                         "leader election attempt failed"
                     );
@@ -360,7 +390,7 @@ impl LeaderElector {
             .map_err(|source| LeaderError::Read {
                 namespace: self.settings.namespace.clone(),
                 name: self.settings.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let now = Instant::now();
         self.observation = lease.as_ref().map(|lease| {
@@ -424,7 +454,7 @@ impl LeaderElector {
             Err(source) => Err(LeaderError::Write {
                 namespace: self.settings.namespace.clone(),
                 name: self.settings.name.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -434,7 +464,7 @@ impl LeaderElector {
         let read_error = |source| LeaderError::Read {
             namespace: self.settings.namespace.clone(),
             name: self.settings.name.clone(),
-            source,
+            source: Box::new(source),
         };
         let Some(mut lease) = self
             .api
@@ -460,7 +490,7 @@ impl LeaderElector {
             Err(source) => Err(LeaderError::Write {
                 namespace: self.settings.namespace.clone(),
                 name: self.settings.name.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }

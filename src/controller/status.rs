@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, Patch, PatchParams};
@@ -11,6 +12,32 @@ use tokio::time::Instant;
 use super::address::{self, PublishAddress};
 use super::retry::{Backoff, Failures};
 use crate::store::ObjectKey;
+
+/// Maximum time for one status patch. kube's client waits up to 295 s for a response, which
+/// would stall every other write behind a hung request.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of one status write. Both are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The API server rejected the patch, or could not be reached.
+    #[error("failed to patch the status of Ingress {ingress}")]
+    Patch {
+        /// The Ingress.
+        ingress: ObjectKey,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The patch got no response in time.
+    #[error("timed out after {timeout:?} patching the status of Ingress {ingress}")]
+    TimedOut {
+        /// The Ingress.
+        ingress: ObjectKey,
+        /// The time waited.
+        timeout: Duration,
+    },
+}
 
 /// One planned write of `status.loadBalancer.ingress`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,7 +243,7 @@ impl StatusWriter {
                             kind = "Ingress",
                             namespace = %write.ingress.namespace,
                             name = %write.ingress.name,
-                            error = %error,
+                            error = &error as &dyn std::error::Error,
                             "failed to write Ingress status, retrying with backoff"
                         );
                     } else {
@@ -224,7 +251,7 @@ impl StatusWriter {
                             kind = "Ingress",
                             namespace = %write.ingress.namespace,
                             name = %write.ingress.name,
-                            error = %error,
+                            error = &error as &dyn std::error::Error,
                             "failed to write Ingress status again"
                         );
                     }
@@ -234,15 +261,29 @@ impl StatusWriter {
         outcome
     }
 
-    async fn write(&self, write: &StatusWrite) -> Result<(), kube::Error> {
+    async fn write(&self, write: &StatusWrite) -> Result<(), StatusError> {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), &write.ingress.namespace);
         let params = PatchParams {
             field_manager: Some(self.field_manager.clone()),
             ..PatchParams::default()
         };
-        let patch = status_patch(&write.addresses);
-        api.patch_status(&write.ingress.name, &params, &Patch::Merge(&patch))
-            .await?;
+        let patch = Patch::Merge(status_patch(&write.addresses));
+        let request = api.patch_status(&write.ingress.name, &params, &patch);
+        match tokio::time::timeout(WRITE_TIMEOUT, request).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => {
+                return Err(StatusError::Patch {
+                    ingress: write.ingress.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(StatusError::TimedOut {
+                    ingress: write.ingress.clone(),
+                    timeout: WRITE_TIMEOUT,
+                });
+            }
+        }
         tracing::info!(
             kind = "Ingress",
             namespace = %write.ingress.namespace,

@@ -265,12 +265,18 @@ pub async fn run(
     tracing::info!("stopping cluster mode");
     workers.cancel();
     if let Err(error) = controller_task.await {
-        tracing::error!(error = %error, "status writer task failed");
+        tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "status writer task failed"
+        );
     }
     let elector_abort = elector_task.abort_handle();
     match tokio::time::timeout(RELEASE_TIMEOUT, elector_task).await {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(error = %error, "leader election task failed"),
+        Ok(Err(error)) => tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "leader election task failed"
+        ),
         Err(_) => {
             elector_abort.abort();
             tracing::warn!(
@@ -400,7 +406,7 @@ impl Publisher {
             Ok(compiled) => compiled,
             Err(error) => {
                 tracing::error!(
-                    error = %error,
+                    error = &error as &dyn std::error::Error,
                     "compile failed with a panic; the previous snapshot keeps serving"
                 );
                 return;

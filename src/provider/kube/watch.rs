@@ -247,7 +247,7 @@ pub fn spawn_reflector<K>(
                     if let Some(suppressed) = errors.allow(Instant::now()) {
                         tracing::warn!(
                             kind,
-                            error = %error,
+                            error = &error as &dyn std::error::Error,
                             suppressed,
                             "watch failed, retrying with backoff; the cache keeps its last contents"
                         );
