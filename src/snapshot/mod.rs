@@ -107,7 +107,7 @@ pub struct Route {
 }
 
 /// What a route does with a request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum RouteAction {
     /// Proxy to the backend's endpoints; 503 when it has none.
     Forward(Arc<Backend>),
