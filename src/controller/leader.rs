@@ -277,7 +277,7 @@ impl LeaderElector {
         }
 
         if self.leading {
-            self.set_leading(false, &leadership);
+            self.set_leading(false, "shutting down", &leadership);
             match self.release().await {
                 Ok(()) => tracing::info!(
                     namespace = %self.settings.namespace,
@@ -320,13 +320,13 @@ impl LeaderElector {
                     tracing::info!(lease = %self.settings.name, "Lease reachable again");
                     self.errors.reset();
                 }
-                self.set_leading(true, leadership);
+                self.set_leading(true, "took or renewed the Lease", leadership);
             }
             Ok(false) => {
                 if self.errors.is_failing() {
                     self.errors.reset();
                 }
-                self.set_leading(false, leadership);
+                self.set_leading(false, "another replica holds the Lease", leadership);
             }
             Err(error) => {
                 if let Some(suppressed) = self.errors.allow(now) {
@@ -340,40 +340,43 @@ impl LeaderElector {
                     now.duration_since(last) >= self.settings.timing.renew_deadline
                 });
                 if self.leading && deadline_passed {
-                    tracing::warn!(
-                        renew_deadline = ?self.settings.timing.renew_deadline,
-                        "failed to renew Lease before the renew deadline"
+                    self.set_leading(
+                        false,
+                        "failed to renew the Lease within the renew deadline",
+                        leadership,
                     );
-                    self.set_leading(false, leadership);
                 }
             }
         }
     }
 
-    fn set_leading(&mut self, leading: bool, leadership: &watch::Sender<bool>) {
+    /// Publishes a leadership change and logs it with `reason`.
+    fn set_leading(&mut self, leading: bool, reason: &str, leadership: &watch::Sender<bool>) {
         if self.leading == leading {
             return;
         }
         self.leading = leading;
+        let holder = self
+            .observation
+            .as_ref()
+            .and_then(|observation| holder(&observation.spec))
+            .unwrap_or_default()
+            .to_owned();
         if leading {
             tracing::info!(
                 namespace = %self.settings.namespace,
                 lease = %self.settings.name,
                 identity = %self.settings.identity,
+                reason,
                 "became leader"
             );
         } else {
-            let holder = self
-                .observation
-                .as_ref()
-                .and_then(|observation| holder(&observation.spec))
-                .unwrap_or_default()
-                .to_owned();
             tracing::info!(
                 namespace = %self.settings.namespace,
                 lease = %self.settings.name,
                 identity = %self.settings.identity,
                 holder,
+                reason,
                 "stopped leading"
             );
         }

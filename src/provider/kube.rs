@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -23,6 +24,7 @@ use kube::runtime::{reflector, watcher};
 use tokio::sync::{Notify, watch as channel};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use coalesce::CoalescePolicy;
 pub use watch::{Caches, TLS_SECRET_SELECTOR, strip_metadata};
@@ -231,7 +233,9 @@ pub async fn run(
     let workers = CancellationToken::new();
     let (leadership_tx, leadership) = channel::channel(false);
     let (published_tx, published) = channel::channel(None);
-    let controller_task = tokio::spawn(controller::run(
+    // The tasks end with this future even when it is dropped instead of cancelled, as the
+    // watch tasks in `watches` do.
+    let controller_task = AbortOnDropHandle::new(tokio::spawn(controller::run(
         ControllerInputs {
             client: client.clone(),
             identity: options.identity.clone(),
@@ -240,16 +244,16 @@ pub async fn run(
             leadership,
         },
         workers.clone(),
-    ));
+    )));
     let settings = LeaseSettings {
         namespace: options.leader_election_namespace.clone(),
         name: options.leader_election_lease.clone(),
         identity: options.identity.clone(),
         timing: options.leader_election_timing,
     };
-    let elector_task = tokio::spawn(
+    let elector_task = AbortOnDropHandle::new(tokio::spawn(
         LeaderElector::new(client.clone(), settings).run(leadership_tx, workers.clone()),
-    );
+    ));
 
     let publisher = Publisher {
         caches,
@@ -270,15 +274,14 @@ pub async fn run(
             "status writer task failed"
         );
     }
-    let elector_abort = elector_task.abort_handle();
     match tokio::time::timeout(RELEASE_TIMEOUT, elector_task).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(
             error = &error as &dyn std::error::Error,
             "leader election task failed"
         ),
+        // Dropping the timed-out handle aborts the task.
         Err(_) => {
-            elector_abort.abort();
             tracing::warn!(
                 timeout = ?RELEASE_TIMEOUT,
                 "timed out releasing the Lease; it expires on its own"
@@ -381,6 +384,9 @@ impl Publisher {
             _ = shutdown.cancelled() => return,
             _ = self.caches.wait_until_synced() => {}
         }
+        // The initial lists left a change signal behind. The first compile below reads
+        // everything they brought, so the signal would only cause a second, identical compile.
+        let _ = changes.notified().now_or_never();
         self.publish().await;
         loop {
             tokio::select! {
@@ -430,7 +436,7 @@ impl Publisher {
             routes,
             problems,
             errors,
-            compile_ms = compile_time.as_secs_f64() * 1000.0,
+            compile_ms = %format_args!("{:.3}", compile_time.as_secs_f64() * 1000.0),
             "published snapshot"
         );
         self.published.send_replace(Some(Arc::new(Published {
