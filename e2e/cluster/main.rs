@@ -4,6 +4,7 @@
 mod events;
 mod fixtures;
 mod harness;
+mod kubectl;
 mod leader;
 mod recovery;
 mod routes;

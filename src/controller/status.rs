@@ -233,6 +233,20 @@ impl StatusWriter {
                         },
                     );
                 }
+                // The Ingress was deleted after the snapshot was compiled: nothing to write,
+                // and the next sync no longer plans it.
+                Err(StatusError::Patch {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.code == 404 => {
+                    self.failures.record_success(&write.ingress);
+                    tracing::debug!(
+                        kind = "Ingress",
+                        namespace = %write.ingress.namespace,
+                        name = %write.ingress.name,
+                        "skipped status of an Ingress deleted meanwhile"
+                    );
+                }
                 Err(error) => {
                     outcome.failed += 1;
                     let first = self
