@@ -1,5 +1,5 @@
 //! PATCH bodies: JSON patch (RFC 6902), merge patch (RFC 7386), strategic merge patch
-//! read as a merge patch, and server-side apply read as a merge patch.
+//! with the merge keys of built-in kinds, and server-side apply read as a merge patch.
 
 use serde_json::Value;
 
@@ -52,15 +52,10 @@ pub fn apply(patch_type: PatchType, existing: &Value, body: &[u8]) -> Result<Val
             json_patch::merge(&mut patched, &patch);
         }
         PatchType::StrategicMerge => {
-            // NOTE: a strategic merge patch is applied as a merge patch, so a list in the
-            // patch replaces the stored list instead of being merged by its patch merge
-            // key, and directives ($patch, $retainKeys, $setElementOrder/...) are dropped
-            // unread.
-            let mut patch: Value = serde_json::from_slice(body).map_err(|error| {
+            let patch: Value = serde_json::from_slice(body).map_err(|error| {
                 ApiError::BadRequest(format!("invalid strategic merge patch: {error}"))
             })?;
-            strip_directives(&mut patch);
-            json_patch::merge(&mut patched, &patch);
+            strategic_merge(&mut patched, &patch);
         }
         PatchType::Apply => {
             // NOTE: server-side apply is applied as a merge patch without field
@@ -84,15 +79,175 @@ pub fn parse_apply_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|error| ApiError::BadRequest(format!("invalid apply patch YAML: {error}")))
 }
 
-/// Removes strategic merge patch directives, the keys that start with `$`.
-fn strip_directives(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            fields.retain(|key, _| !key.starts_with('$'));
-            fields.values_mut().for_each(strip_directives);
+/// Returns the patch merge key of a list field, for the lists of built-in kinds that the
+/// Kubernetes API merges by key. Other lists are atomic: a patch replaces them.
+///
+/// NOTE: the key is looked up by field name alone, not by the field's place in the
+/// schema. That matches the built-in kinds this server serves, but a field of the same
+/// name with another key elsewhere would merge wrongly.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => Some("name"),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "conditions" => Some("type"),
+        "hostAliases" => Some("ip"),
+        "topologySpreadConstraints" => Some("topologyKey"),
+        "ownerReferences" => Some("uid"),
+        // Container ports merge by containerPort, Service ports by port.
+        "ports" if items.iter().any(|item| item.get("containerPort").is_some()) => {
+            Some("containerPort")
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_directives),
-        _ => {}
+        "ports" if items.iter().any(|item| item.get("port").is_some()) => Some("port"),
+        _ => None,
+    }
+}
+
+/// Lists of strings that merge as sets.
+const MERGED_PRIMITIVE_LISTS: &[&str] = &["finalizers"];
+
+/// Applies a strategic merge patch: a merge patch whose keyed lists merge element by
+/// element, with the `$patch`, `$retainKeys`, `$setElementOrder` and
+/// `$deleteFromPrimitiveList` directives.
+fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = without_directives(patch);
+        return;
+    };
+    if fields.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = without_directives(patch);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let object = target
+        .as_object_mut()
+        .expect("target was just made an object");
+
+    for (key, value) in fields {
+        if key.starts_with('$') {
+            continue;
+        }
+        match value {
+            Value::Null => {
+                object.remove(key);
+            }
+            Value::Object(inner) => {
+                if inner.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    object.remove(key);
+                    continue;
+                }
+                strategic_merge(object.entry(key.clone()).or_insert(Value::Null), value);
+            }
+            Value::Array(items) => {
+                let merged = merge_list(key, object.get(key), items);
+                object.insert(key.clone(), merged);
+            }
+            _ => {
+                object.insert(key.clone(), value.clone());
+            }
+        }
+    }
+
+    for (key, value) in fields {
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/")
+            && let Some(Value::Array(list)) = object.get_mut(field)
+        {
+            let removed = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            list.retain(|item| !removed.contains(item));
+        }
+        if let Some(field) = key.strip_prefix("$setElementOrder/")
+            && let (Some(Value::Array(list)), Some(order)) =
+                (object.get_mut(field), value.as_array())
+        {
+            sort_by_order(field, list, order);
+        }
+    }
+    if let Some(retained) = fields.get("$retainKeys").and_then(Value::as_array) {
+        object.retain(|key, _| retained.iter().any(|kept| kept == key));
+    }
+}
+
+/// Merges a patch list into a stored list: by merge key, as a set, or by replacing it.
+fn merge_list(field: &str, stored: Option<&Value>, items: &[Value]) -> Value {
+    let replace = items
+        .iter()
+        .any(|item| item.get("$patch").and_then(Value::as_str) == Some("replace"));
+    let stored_items = stored.and_then(Value::as_array);
+    let Some(stored_items) = stored_items.filter(|_| !replace) else {
+        return without_directives(&Value::Array(
+            items
+                .iter()
+                .filter(|item| item.get("$patch").is_none())
+                .cloned()
+                .collect(),
+        ));
+    };
+
+    if MERGED_PRIMITIVE_LISTS.contains(&field) {
+        let mut merged = stored_items.clone();
+        for item in items {
+            if !merged.contains(item) {
+                merged.push(item.clone());
+            }
+        }
+        return Value::Array(merged);
+    }
+
+    let Some(key) = merge_key(field, items) else {
+        return without_directives(&Value::Array(items.to_vec()));
+    };
+    let mut merged = stored_items.clone();
+    for item in items {
+        let position = merged
+            .iter()
+            .position(|existing| existing.get(key) == item.get(key));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (position, delete) {
+            (Some(index), true) => {
+                merged.remove(index);
+            }
+            (None, true) => {}
+            (Some(index), false) => strategic_merge(&mut merged[index], item),
+            (None, false) => merged.push(without_directives(item)),
+        }
+    }
+    Value::Array(merged)
+}
+
+/// Orders a keyed list as `$setElementOrder` lists it. Elements it leaves out go last.
+fn sort_by_order(field: &str, list: &mut [Value], order: &[Value]) {
+    let Some(key) = merge_key(field, order) else {
+        return;
+    };
+    let rank = |item: &Value| {
+        order
+            .iter()
+            .position(|entry| entry.get(key) == item.get(key))
+            .unwrap_or(order.len())
+    };
+    list.sort_by_key(rank);
+}
+
+/// Returns a copy of `value` without strategic merge patch directives, the keys that
+/// start with `$`.
+fn without_directives(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(key, _)| !key.starts_with('$'))
+                .map(|(key, value)| (key.clone(), without_directives(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_directives).collect()),
+        other => other.clone(),
     }
 }
 
@@ -127,10 +282,62 @@ mod tests {
     }
 
     #[test]
-    fn strategic_merge_replaces_lists_and_drops_directives() {
-        let body = br#"{"spec": {"ports": [{"port": 8080}], "$retainKeys": ["ports"]}}"#;
-        let patched = apply(PatchType::StrategicMerge, &service(), body).unwrap();
-        assert_eq!(patched["spec"], json!({"ports": [{"port": 8080}]}));
+    fn strategic_merge_by_key_and_directives() {
+        let cases = [
+            (
+                "keyed element merges",
+                r#"{"spec": {"ports": [{"port": 443, "name": "https"}]}}"#,
+                json!([{"port": 80}, {"port": 443, "name": "https"}]),
+            ),
+            (
+                "new keyed element is appended",
+                r#"{"spec": {"ports": [{"port": 8080}]}}"#,
+                json!([{"port": 80}, {"port": 443}, {"port": 8080}]),
+            ),
+            (
+                "delete directive removes element",
+                r#"{"spec": {"ports": [{"$patch": "delete", "port": 80}]}}"#,
+                json!([{"port": 443}]),
+            ),
+            (
+                "replace directive replaces list",
+                r#"{"spec": {"ports": [{"$patch": "replace"}, {"port": 9090}]}}"#,
+                json!([{"port": 9090}]),
+            ),
+            (
+                "element order directive sorts",
+                r#"{"spec": {"$setElementOrder/ports": [{"port": 443}, {"port": 80}]}}"#,
+                json!([{"port": 443}, {"port": 80}]),
+            ),
+            (
+                "kubectl apply port change",
+                r#"{"spec": {"$setElementOrder/ports": [{"port": 82}, {"port": 443}],
+                    "ports": [{"port": 82}, {"$patch": "delete", "port": 80}]}}"#,
+                json!([{"port": 82}, {"port": 443}]),
+            ),
+        ];
+        for (case, body, expected) in cases {
+            let patched = apply(PatchType::StrategicMerge, &service(), body.as_bytes()).unwrap();
+            assert_eq!(patched["spec"]["ports"], expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn strategic_merge_atomic_lists_and_finalizers() {
+        let ingress = json!({"metadata": {"finalizers": ["a"]},
+                             "spec": {"rules": [{"host": "a.example.com"}, {"host": "b.example.com"}]}});
+        let body = br#"{"metadata": {"finalizers": ["b"]}, "spec": {"rules": [{"host": "c.example.com"}]}}"#;
+        let patched = apply(PatchType::StrategicMerge, &ingress, body).unwrap();
+        assert_eq!(patched["spec"]["rules"], json!([{"host": "c.example.com"}]));
+        assert_eq!(patched["metadata"]["finalizers"], json!(["a", "b"]));
+
+        let body = br#"{"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}"#;
+        let patched = apply(PatchType::StrategicMerge, &patched, body).unwrap();
+        assert_eq!(patched["metadata"]["finalizers"], json!(["b"]));
+
+        let body = br#"{"spec": {"$retainKeys": ["rules"], "rules": null, "defaultBackend": {"service": {"name": "web"}}}}"#;
+        let patched = apply(PatchType::StrategicMerge, &ingress, body).unwrap();
+        assert_eq!(patched["spec"], json!({}));
     }
 
     #[test]

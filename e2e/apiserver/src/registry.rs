@@ -182,7 +182,7 @@ impl ResourceType {
         }
     }
 
-    /// Whether `label` may be used in a field selector on this type.
+    /// Returns whether `label` may be used in a field selector on this type.
     pub fn supports_field_label(&self, label: &str) -> bool {
         matches!(label, "metadata.name" | "metadata.namespace")
             || self.field_labels.contains(&label)

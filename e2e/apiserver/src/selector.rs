@@ -63,7 +63,7 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
-    /// Whether the labels of `object` satisfy every requirement.
+    /// Returns whether the labels of `object` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|requirement| {
             let value = object::labels(object)
@@ -221,7 +221,7 @@ impl FieldSelector {
         Ok(FieldSelector { requirements })
     }
 
-    /// Whether `object` satisfies every requirement. A missing field reads as "".
+    /// Returns whether `object` satisfies every requirement. A missing field reads as "".
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|requirement| {
             let value = object::field_value(object, &requirement.field).unwrap_or_default();
@@ -229,7 +229,7 @@ impl FieldSelector {
         })
     }
 
-    /// The name that an `metadata.name=` requirement pins, if any.
+    /// Returns the name that a `metadata.name=` requirement pins, if any.
     pub fn pinned_name(&self) -> Option<&str> {
         self.requirements
             .iter()
@@ -248,7 +248,7 @@ pub struct Selectors {
 }
 
 impl Selectors {
-    /// Whether `object` satisfies both selectors.
+    /// Returns whether `object` satisfies both selectors.
     pub fn matches(&self, object: &Value) -> bool {
         self.labels.matches(object) && self.fields.matches(object)
     }

@@ -170,12 +170,12 @@ impl ApiServer {
         Ok(server)
     }
 
-    /// The bound address.
+    /// Returns the bound address.
     pub fn address(&self) -> SocketAddr {
         self.shared.address
     }
 
-    /// The base URL, such as `http://127.0.0.1:41234`.
+    /// Returns the base URL, such as `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.address)
     }
@@ -278,7 +278,7 @@ impl ApiServer {
         let _ = self.shared.restart_requests.send(down_for);
     }
 
-    /// Whether the listener is open.
+    /// Returns whether the listener is open.
     pub async fn is_running(&self) -> bool {
         self.shared.running.lock().await.is_some()
     }
@@ -291,7 +291,7 @@ impl ApiServer {
         dropped
     }
 
-    /// Number of open watch streams.
+    /// Returns the number of open watch streams.
     pub fn watch_count(&self) -> usize {
         self.lock_store().watch_count()
     }
@@ -306,7 +306,7 @@ impl ApiServer {
         revision
     }
 
-    /// The latest resourceVersion.
+    /// Returns the latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock_store().revision()
     }

@@ -45,12 +45,7 @@ pub async fn handle(server: ApiServer, request: Request<Incoming>) -> Response<R
         };
     }
 
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user_agent = header_text(&request, header::USER_AGENT, "");
     let (user, response) = match bearer_user(&server, &request) {
         Ok(user) => (
             user,
@@ -258,12 +253,7 @@ async fn handle_resource(
         status: route.status,
     };
     let dry_run = params.get("dryRun").is_some_and(|value| value == "All");
-    let accept = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let accept = header_text(&request, header::ACCEPT, "");
     let table = table::accepts_table(&accept)
         .then(|| {
             IncludeObject::parse(params.get("includeObject").map(String::as_str)).ok_or_else(|| {
@@ -338,12 +328,7 @@ async fn handle_resource(
         }
         Method::PATCH => {
             let name = route.name.ok_or(ApiError::MethodNotAllowed)?;
-            let content_type = request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let content_type = header_text(&request, header::CONTENT_TYPE, "");
             let patch_type = PatchType::from_content_type(&content_type)?;
             let body = read_body(request).await?;
             let mut store = server.lock_store();
@@ -434,8 +419,25 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     }
 }
 
+/// Reads a JSON or YAML request body.
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let content_type = header_text(&request, header::CONTENT_TYPE, "application/json");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    // TODO: decode protobuf bodies, so that kubectl's generator commands (`kubectl
+    // create namespace`, `kubectl create secret`), which send protobuf, work too.
+    let yaml = match media_type {
+        "" | "application/json" | "*/*" => false,
+        "application/yaml" => true,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/json, application/yaml".into(),
+            ));
+        }
+    };
     let body = read_body(request).await?;
+    if yaml {
+        return crate::patch::parse_apply_body(&body);
+    }
     serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
             "failed to decode the request body as JSON: {error}"
@@ -497,6 +499,16 @@ async fn control(
         }
         _ => Err(ApiError::PathNotFound),
     }
+}
+
+/// Returns a header as text, or `default` when it is missing or not visible ASCII.
+fn header_text(request: &Request<Incoming>, name: header::HeaderName, default: &str) -> String {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or(default)
+        .to_string()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {

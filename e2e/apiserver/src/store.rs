@@ -63,7 +63,7 @@ pub enum ChangeType {
 }
 
 impl ChangeType {
-    /// The watch event type: `ADDED`, `MODIFIED` or `DELETED`.
+    /// Returns the watch event type: `ADDED`, `MODIFIED` or `DELETED`.
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeType::Added => "ADDED",
@@ -129,12 +129,12 @@ impl Store {
         }
     }
 
-    /// The latest resourceVersion.
+    /// Returns the latest resourceVersion.
     pub fn revision(&self) -> u64 {
         self.revision
     }
 
-    /// The oldest resourceVersion a watch or an exact list can start from.
+    /// Returns the oldest resourceVersion a watch or an exact list can start from.
     pub fn oldest_revision(&self) -> u64 {
         self.oldest_revision
     }
@@ -268,7 +268,7 @@ impl Store {
 
     fn record(&mut self, change: Change) {
         let change = Arc::new(change);
-        // A closed receiver belongs to a watch that ended; dropping its entry here keeps
+        // A closed receiver belongs to a watch that ended. Dropping its entry here keeps
         // the table from growing when a watch task could not unregister itself.
         self.watches.retain(|_, watch| {
             let relevant = watch.storage == change.storage
@@ -320,7 +320,7 @@ impl Store {
         count
     }
 
-    /// Number of open watches.
+    /// Returns the number of open watches.
     pub fn watch_count(&self) -> usize {
         self.watches.len()
     }

@@ -21,7 +21,7 @@ pub enum Cell {
 pub struct Column {
     /// Header, which kubectl prints upper-cased.
     pub name: &'static str,
-    /// OpenAPI format, `name` for the column that holds the object name.
+    /// OpenAPI format, `name` for the column that contains the object name.
     pub format: &'static str,
     /// How to compute the cell.
     pub cell: Cell,
@@ -358,7 +358,7 @@ pub fn render(
     })
 }
 
-/// Whether an `Accept` header asks for a `meta.k8s.io` Table.
+/// Returns whether an `Accept` header requests a `meta.k8s.io` Table.
 pub fn accepts_table(accept: &str) -> bool {
     // kubectl sends "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"; the
     // first acceptable type wins, and this server always serves Table v1 when asked.
@@ -390,6 +390,7 @@ fn human_duration(seconds: i64) -> String {
     if seconds < 2 * 60 {
         return format!("{seconds}s");
     }
+
     let minutes = seconds / 60;
     if minutes < 10 {
         return with_remainder(minutes, "m", seconds % 60, "s");
@@ -397,6 +398,7 @@ fn human_duration(seconds: i64) -> String {
     if minutes < 3 * 60 {
         return format!("{minutes}m");
     }
+
     let hours = minutes / 60;
     if hours < 8 {
         return with_remainder(hours, "h", minutes % 60, "m");
@@ -404,6 +406,7 @@ fn human_duration(seconds: i64) -> String {
     if hours < 48 {
         return format!("{hours}h");
     }
+
     let days = hours / 24;
     if days < 8 {
         return with_remainder(days, "d", hours % 24, "h");
@@ -411,6 +414,7 @@ fn human_duration(seconds: i64) -> String {
     if days < 2 * 365 {
         return format!("{days}d");
     }
+
     let years = days / 365;
     if years < 8 {
         return with_remainder(years, "y", days % 365, "d");

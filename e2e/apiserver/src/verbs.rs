@@ -171,7 +171,7 @@ pub struct ListPage {
 }
 
 impl ListPage {
-    /// The `metadata` of a list or table response.
+    /// Builds the `metadata` of a list or table response.
     pub fn list_metadata(&self) -> Value {
         let mut metadata = json!({"resourceVersion": self.revision.to_string()});
         if let Some(token) = &self.continue_token {
@@ -183,7 +183,7 @@ impl ListPage {
         metadata
     }
 
-    /// The `<Kind>List` response body.
+    /// Builds the `<Kind>List` response body.
     pub fn to_list(&self, resource: &ResourceType) -> Value {
         json!({
             "kind": format!("{}List", resource.kind),
@@ -218,10 +218,13 @@ impl ContinueToken {
     }
 }
 
-/// Lists objects following the resourceVersion semantics of the real server:
-/// unset reads the latest state, `0` any state (here also the latest, served without
-/// paging as the watch cache does), `N` with `NotOlderThan` a state at least as new as
-/// `N`, and `N` with `Exact` the state at exactly `N`.
+/// Lists objects with the resourceVersion semantics of the real server.
+///
+/// - unset: the latest state.
+/// - `0`: any state. Here that is the latest one, served without paging as the real
+///   watch cache serves it.
+/// - `N` with `NotOlderThan` (the default): a state at least as new as `N`.
+/// - `N` with `Exact`: the state at exactly `N`.
 pub fn list(store: &Store, target: Target, params: &ListParams) -> Result<ListPage, ApiError> {
     let storage = target.resource.storage();
     let requested = params
@@ -663,8 +666,8 @@ pub fn delete(
 
 /// Deletes every object in a namespace.
 ///
-/// NOTE: the real server marks the namespace Terminating and a controller empties it
-/// over time; here its contents go at once, finalizers included, before the namespace.
+/// NOTE: the real server marks the namespace Terminating, and a controller empties it
+/// over time. Here its contents go at once, finalizers included, before the namespace.
 fn delete_namespace_contents(store: &mut Store, namespace: &str) {
     let mut storages: Vec<_> = RESOURCES
         .iter()
@@ -785,7 +788,8 @@ mod tests {
         let body = json!({"metadata": {"generateName": "web-"}, "spec": {}});
         let created = create(&mut store, ingresses(false), body, false).unwrap();
         let name = object::name(&created);
-        assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+        assert!(name.starts_with("web-"), "{name}");
+        assert_eq!(name.len(), 9, "{name}");
     }
 
     #[test]

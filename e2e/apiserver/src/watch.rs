@@ -102,9 +102,10 @@ struct Watch {
     revision: u64,
 }
 
-/// Opens a watch and returns its response body. Errors before the stream starts (bad
-/// parameters) are returned as an `ApiError`; an expired resourceVersion becomes an
-/// ERROR event in the stream, as the real server sends it.
+/// Opens a watch and returns its response body.
+///
+/// Bad parameters return an `ApiError` before the stream starts. An expired
+/// resourceVersion becomes an ERROR event in the stream, as the real server sends it.
 pub fn start(
     store: &Arc<Mutex<Store>>,
     resource: &'static ResourceType,
