@@ -368,9 +368,10 @@ fn claim_host(
                     field,
                     "CertificateConflict",
                     format!(
-                        "host `{}` already gets its certificate from Secret `{}` of the older \
-                         Ingress `{}`, so Secret `{}` is not used for it; name the same Secret \
-                         in both Ingresses or remove the host from one",
+                        "host `{}` already gets its certificate from Secret `{}` of Ingress \
+                         `{}`, which takes precedence (older Ingresses and earlier entries \
+                         first), so Secret `{}` is not used for it; name the same Secret in \
+                         both entries or remove the host from one",
                         entry.key(),
                         winner.certificate.secret,
                         winner.ingress,
@@ -402,9 +403,10 @@ fn claim_fallback(
                 field,
                 "CertificateConflict",
                 format!(
-                    "the default certificate for TLS connections that match no host already \
-                     comes from Secret `{}` of the older Ingress `{}`, so Secret `{}` is not \
-                     used; list hosts in this `spec.tls` entry or remove it",
+                    "the fallback certificate for TLS connections that match no host already \
+                     comes from Secret `{}` of Ingress `{}`, which takes precedence (older \
+                     Ingresses and earlier entries first), so Secret `{}` is not used; list \
+                     hosts in this `spec.tls` entry or remove it",
                     winner.certificate.secret, winner.ingress, certificate.secret,
                 ),
             );
