@@ -26,9 +26,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use coalesce::CoalescePolicy;
-pub use watch::{Caches, TLS_SECRET_SELECTOR, strip_metadata};
-
 use crate::compile::{CompileOptions, compile};
 use crate::controller::address::{self, PublishAddress};
 use crate::controller::leader::{LeaderElector, LeaseSettings, LeaseTiming};
@@ -37,6 +34,8 @@ use crate::live::Live;
 use crate::snapshot::Snapshot;
 use crate::status::{Problem, StatusReport};
 use crate::store::ObjectKey;
+use coalesce::CoalescePolicy;
+use watch::Caches;
 
 /// Maximum wait on shutdown for the leader to give its Lease up, so that a dead API server
 /// cannot block the exit. An unreleased Lease expires on its own.
@@ -230,7 +229,8 @@ pub async fn run(
 
     // The workers stop before the watches, in this order: status and Events first, then the
     // Lease is released, so no write happens after another replica could lead.
-    let workers = CancellationToken::new();
+    let controller_shutdown = CancellationToken::new();
+    let elector_shutdown = CancellationToken::new();
     let (leadership_tx, leadership) = channel::channel(false);
     let (published_tx, published) = channel::channel(None);
     // The tasks end with this future even when it is dropped instead of cancelled, as the
@@ -243,7 +243,7 @@ pub async fn run(
             addresses,
             leadership,
         },
-        workers.clone(),
+        controller_shutdown.clone(),
     )));
     let settings = LeaseSettings {
         namespace: options.leader_election_namespace.clone(),
@@ -252,7 +252,7 @@ pub async fn run(
         timing: options.leader_election_timing,
     };
     let elector_task = AbortOnDropHandle::new(tokio::spawn(
-        LeaderElector::new(client.clone(), settings).run(leadership_tx, workers.clone()),
+        LeaderElector::new(client.clone(), settings).run(leadership_tx, elector_shutdown.clone()),
     ));
 
     let publisher = Publisher {
@@ -267,13 +267,15 @@ pub async fn run(
         .await;
 
     tracing::info!("stopping cluster mode");
-    workers.cancel();
+    // A write in flight finishes (each is bounded by its own timeout) before the release.
+    controller_shutdown.cancel();
     if let Err(error) = controller_task.await {
         tracing::error!(
             error = &error as &dyn std::error::Error,
             "status writer task failed"
         );
     }
+    elector_shutdown.cancel();
     match tokio::time::timeout(RELEASE_TIMEOUT, elector_task).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(
@@ -476,4 +478,55 @@ fn count_routes(snapshot: &Snapshot) -> usize {
             virtual_host.paths.len() + usize::from(virtual_host.default_route.is_some())
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_validation() {
+        type Change = fn(&mut ClusterOptions);
+        let cases: [(&str, Change, Option<&str>); 6] = [
+            ("defaults are valid", |_| {}, None),
+            (
+                "empty identity",
+                |o| o.identity.clear(),
+                Some("invalid option identity: must not be empty"),
+            ),
+            (
+                "empty lease name",
+                |o| o.leader_election_lease.clear(),
+                Some("invalid option leader_election_lease: must not be empty"),
+            ),
+            (
+                "publish Service without namespace",
+                |o| o.publish_service = Some(ObjectKey::new("", "gangway")),
+                Some("invalid option publish_service: must be NAMESPACE/NAME"),
+            ),
+            (
+                "renew deadline not below lease duration",
+                |o| o.leader_election_timing.renew_deadline = Duration::from_secs(15),
+                Some(
+                    "invalid option leader_election_timing: renew deadline must be shorter than the lease duration",
+                ),
+            ),
+            (
+                "zero retry period",
+                |o| o.leader_election_timing.retry_period = Duration::ZERO,
+                Some(
+                    "invalid option leader_election_timing: retry period must be above zero and shorter than the renew deadline",
+                ),
+            ),
+        ];
+        for (name, change, expected) in cases {
+            let mut options = ClusterOptions {
+                identity: "pod-a".to_owned(),
+                ..ClusterOptions::default()
+            };
+            change(&mut options);
+            let error = options.validate().err().map(|error| error.to_string());
+            assert_eq!(error.as_deref(), expected, "{name}");
+        }
+    }
 }

@@ -258,3 +258,33 @@ pub fn spawn_reflector<K>(
         tracing::debug!(kind, "watch stream ended");
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_metadata_drops_managed_fields_and_last_applied() {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-tls",
+                "namespace": "shop",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"tls.key\":\"...\"}}",
+                    "team": "web"
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "type": "kubernetes.io/tls"
+        }))
+        .expect("test Secret is valid");
+
+        strip_metadata(&mut secret);
+
+        assert_eq!(secret.metadata.managed_fields, None);
+        let annotations = secret.metadata.annotations.expect("annotations kept");
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations.get("team").map(String::as_str), Some("web"));
+        assert_eq!(secret.metadata.name.as_deref(), Some("web-tls"));
+    }
+}
