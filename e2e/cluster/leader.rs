@@ -1,6 +1,9 @@
 //! Leader election with two instances: both serve, only the Lease holder writes, and the
 //! Lease moves on a clean shutdown (release) and after a crash (expiry).
 
+use std::time::Duration;
+
+use gangway_test_apiserver::{RequestMatch, StallRule};
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::fixtures::{create_web_app, ingress};
@@ -127,4 +130,55 @@ async fn leadership_moves_after_crash() {
     check_new_status_written_by(&cluster, "gangway-b").await;
 
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_renewal_stops_status_writes() {
+    let cluster = Cluster::start().await;
+    create_web_app(&cluster).await;
+    let a = Gangway::start(cluster.options("gangway-a"));
+    wait_for_holder(&cluster, Some("gangway-a")).await;
+    a.wait_ready().await;
+
+    // Lease writes hang far longer than the renew deadline (2 s). Each attempt gives up within
+    // the deadline, so the leader stops writing status instead of waiting on the request.
+    cluster.server.stall_requests(StallRule {
+        matching: RequestMatch::any()
+            .method("PUT")
+            .path_prefix("/apis/coordination.k8s.io/v1/namespaces/default/leases"),
+        count: None,
+        delay: Duration::from_secs(60),
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster
+        .apply(&ingress(
+            "default",
+            "api",
+            "gangway",
+            "api.example.com",
+            "web",
+        ))
+        .await;
+    a.wait_for_hosts(&["api.example.com", "web.example.com"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        cluster.ingress_status("api").await,
+        vec![],
+        "a replica whose renewals hang kept writing status"
+    );
+
+    // Once the Lease can be written again, the replica leads and catches up.
+    cluster.server.clear_faults();
+    eventually_async("Ingress api has a status", || async {
+        let status = cluster.ingress_status("api").await;
+        if status.is_empty() {
+            Err("no status")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    a.stop().await;
 }
