@@ -169,8 +169,9 @@ impl StatusWriter {
         Self {
             client,
             field_manager: field_manager.into(),
-            // NOTE: the set starts empty in each process, so an Ingress that left Gangway's
-            // class while no replica was running keeps the old address until someone clears it.
+            // TODO: keep the published addresses across restarts (for example in an annotation
+            // on the Lease), so that an Ingress that left Gangway's class while no replica ran
+            // is cleared too. Today the set starts empty in each process.
             published: BTreeSet::new(),
             pending: HashMap::new(),
             failures: Failures::new(Backoff::DEFAULT),
