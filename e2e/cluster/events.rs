@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use gangway_test_apiserver::{FailRule, RequestMatch};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams};
@@ -134,4 +135,40 @@ async fn warning_event_for_bad_ingress() {
 
     b.stop().await;
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_event_is_retried() {
+    let cluster = Cluster::start().await;
+    create_web_app(&cluster).await;
+    cluster
+        .apply(&ingress(
+            "default",
+            "broken",
+            "gangway",
+            "Upper.Example.com",
+            "web",
+        ))
+        .await;
+    let events_path = "/apis/events.k8s.io/v1/namespaces/default/events";
+    cluster
+        .server
+        .fail_requests(FailRule {
+            matching: RequestMatch::any().method("POST").path_prefix(events_path),
+            count: 2,
+            status: 503,
+            retry_after_seconds: None,
+        })
+        .expect("fault is installed");
+    let gangway = Gangway::start(cluster.options("gangway-a"));
+
+    wait_for_events(&cluster, "InvalidHost", 1).await;
+    let statuses: Vec<u16> = cluster
+        .requests("POST", events_path)
+        .iter()
+        .map(|request| request.status)
+        .collect();
+    assert_eq!(statuses, vec![503, 503, 201]);
+
+    gangway.stop().await;
 }

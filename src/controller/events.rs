@@ -252,6 +252,9 @@ impl EventWriter {
                     outcome.failed += 1;
                     if self.failures.record_failure(event.key, Instant::now()) {
                         tracing::warn!(
+                            kind = event.regarding.kind.as_deref().unwrap_or_default(),
+                            namespace = event.regarding.namespace.as_deref().unwrap_or_default(),
+                            name = event.regarding.name.as_deref().unwrap_or_default(),
                             error = &error as &dyn std::error::Error,
                             "failed to send Event, retrying with backoff"
                         );
