@@ -325,7 +325,7 @@ pub fn list(store: &Store, target: Target, params: &ListParams) -> Result<ListPa
         .map(|object| target.resource.from_storage(object))
         .filter(|object| params.selectors.matches(object));
 
-    let mut items: Vec<Value> = if limit > 0 {
+    let items: Vec<Value> = if limit > 0 {
         matching.by_ref().take(limit).collect()
     } else {
         matching.by_ref().collect()
@@ -344,7 +344,6 @@ pub fn list(store: &Store, target: Target, params: &ListParams) -> Result<ListPa
     } else {
         (None, None)
     };
-    items.shrink_to_fit();
     Ok(ListPage {
         items,
         revision,

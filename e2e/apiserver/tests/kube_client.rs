@@ -134,7 +134,7 @@ async fn secrets_select_by_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_from_resource_version_replays_later_changes() {
+async fn watch_replays_changes_after_version() {
     let test = TestServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
     let first = api
@@ -176,7 +176,7 @@ async fn watch_from_resource_version_replays_later_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_without_version_starts_with_existing_objects() {
+async fn watch_from_zero_adds_existing() {
     let test = TestServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
     api.create(&PostParams::default(), &config_map("existing", json!({})))
@@ -207,7 +207,7 @@ async fn watch_sends_bookmarks() {
         .await
         .unwrap()
         .boxed();
-    // A write to another kind moves the global resourceVersion; the next bookmark
+    // A write to another kind moves the global resourceVersion. The next bookmark
     // carries it although this watch saw no event.
     let ingresses: Api<Ingress> = Api::namespaced(test.client("tester").await, "default");
     let written = ingresses
@@ -229,7 +229,7 @@ async fn watch_sends_bookmarks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_reports_objects_leaving_the_selector_as_deleted() {
+async fn selector_exit_is_deleted_event() {
     let test = TestServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(test.client("tester").await, "default");
     let created = api
@@ -421,7 +421,7 @@ async fn lease_create_and_update() {
         "{error:?}"
     );
 
-    // Both read the Lease; the leader renews first, so the candidate's takeover
+    // Both read the Lease. The leader renews first, so the candidate's takeover
     // carries a stale resourceVersion and must fail.
     let seen_by_candidate = candidate.get("gangway").await.unwrap();
     let mut renewed = created.clone();
