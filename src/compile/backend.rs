@@ -21,16 +21,26 @@ use crate::store::{ObjectKey, ObjectRef, Store};
 /// detail because any client can read it. The Problem carries the detail.
 const UNAVAILABLE_BODY: &str = "backend unavailable\n";
 
+/// Position of an `http.paths[]` entry in its Ingress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PathPosition {
+    /// Index into `spec.rules`.
+    pub(crate) rule: usize,
+    /// Index into `http.paths`.
+    pub(crate) path: usize,
+}
+
+impl fmt::Display for PathPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
 /// Position of a backend in its Ingress, for the field paths of problems.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum BackendField {
     /// `spec.rules[rule].http.paths[path].backend`.
-    Path {
-        /// Index into `spec.rules`.
-        rule: usize,
-        /// Index into `http.paths`.
-        path: usize,
-    },
+    Path(PathPosition),
     /// `spec.defaultBackend`.
     Default,
 }
@@ -38,9 +48,7 @@ pub(crate) enum BackendField {
 impl fmt::Display for BackendField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendField::Path { rule, path } => {
-                write!(f, "spec.rules[{rule}].http.paths[{path}].backend")
-            }
+            BackendField::Path(position) => write!(f, "{position}.backend"),
             BackendField::Default => f.write_str("spec.defaultBackend"),
         }
     }
