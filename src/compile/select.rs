@@ -1,8 +1,8 @@
 //! Class selection: which Ingresses belong to Gangway, and the order in which they compile.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
+use foldhash::{HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::CompileOptions;
