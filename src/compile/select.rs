@@ -160,6 +160,8 @@ pub(crate) fn owned_ingresses<'a>(
             None
         })
         .collect();
+    // Oldest first: creationTimestamp ascending, missing timestamps last, then namespace and
+    // name (see `compare_age`).
     owned.sort_by(compare_age);
     owned
 }
