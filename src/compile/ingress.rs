@@ -1,10 +1,11 @@
 //! Ingress rules: hosts and paths into virtual hosts and routes, and `spec.defaultBackend`
 //! into default routes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, IngressBackend, IngressRule, IngressSpec};
+use foldhash::HashMap;
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, IngressBackend, IngressRule};
 
 use super::backend::{BackendField, Backends, PathPosition};
 use super::problems::Problems;
@@ -30,11 +31,11 @@ const CATCH_ALL_HOST: &str = "*";
 #[derive(Debug, Default)]
 pub(crate) struct Routing {
     /// Named virtual hosts, by host.
-    hosts: BTreeMap<HostName, VirtualHost>,
+    hosts: HashMap<HostName, VirtualHost>,
     /// Rules without a host and default backends.
     catch_all: Option<VirtualHost>,
     /// Backends of the routes in the tables, by id.
-    backends: BTreeMap<Arc<str>, Arc<Backend>>,
+    backends: HashMap<Arc<str>, Arc<Backend>>,
 }
 
 impl Routing {
@@ -70,6 +71,10 @@ impl Routing {
 
     /// Builds the snapshot from the routing and the certificate table.
     pub(crate) fn into_snapshot(self, certificates: CertificateTable) -> Snapshot {
+        // Sorted by id, as `Snapshot::backends` promises; ids are unique.
+        let mut backends: Vec<Arc<Backend>> = self.backends.into_values().collect();
+        backends.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+
         let mut hosts = HostTable::default();
         for (host, virtual_host) in self.hosts {
             // Keys are distinct hosts, so no insert can conflict.
@@ -80,8 +85,7 @@ impl Routing {
             hosts,
             catch_all: self.catch_all.map(Arc::new),
             certificates,
-            // BTreeMap iteration order: sorted by id, as `Snapshot::backends` promises.
-            backends: self.backends.into_values().collect(),
+            backends,
         }
     }
 }
@@ -98,16 +102,16 @@ pub(crate) struct RoutingContext<'c, 's> {
     pub(crate) routing: &'c mut Routing,
 }
 
-impl RoutingContext<'_, '_> {
+impl<'s> RoutingContext<'_, 's> {
     /// Adds the routes of one Ingress. Call in ownership order, oldest first: on a conflict
     /// the route already in place wins.
-    pub(crate) fn compile_ingress(&mut self, owned: OwnedIngress<'_>) {
+    pub(crate) fn compile_ingress(&mut self, owned: OwnedIngress<'s>) {
         let key = owned.key;
         let redirect_allowed = self.ssl_redirect_allowed(owned);
-        let empty = IngressSpec::default();
-        let spec = owned.ingress.spec.as_ref().unwrap_or(&empty);
-        let rules = spec.rules.as_deref().unwrap_or_default();
-        if rules.is_empty() && spec.default_backend.is_none() {
+        let spec = owned.ingress.spec.as_ref();
+        let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or_default();
+        let default_backend = spec.and_then(|s| s.default_backend.as_ref());
+        if rules.is_empty() && default_backend.is_none() {
             self.problems.ingress_error(
                 key,
                 "spec",
@@ -126,7 +130,7 @@ impl RoutingContext<'_, '_> {
             }
         }
 
-        if let Some(default_backend) = &spec.default_backend {
+        if let Some(default_backend) = default_backend {
             self.compile_default_backend(key, default_backend, &rule_hosts, redirect_allowed);
         }
     }
@@ -135,9 +139,9 @@ impl RoutingContext<'_, '_> {
     /// host or with an invalid one.
     fn compile_rule(
         &mut self,
-        key: &ObjectKey,
+        key: &'s ObjectKey,
         rule_index: usize,
-        rule: &IngressRule,
+        rule: &'s IngressRule,
         redirect_allowed: bool,
     ) -> Option<HostName> {
         let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
@@ -184,10 +188,10 @@ impl RoutingContext<'_, '_> {
     /// an equivalent path on the same host is already routed.
     fn compile_path(
         &mut self,
-        key: &ObjectKey,
+        key: &'s ObjectKey,
         host: Option<&HostName>,
         position: PathPosition,
-        path: &HTTPIngressPath,
+        path: &'s HTTPIngressPath,
         https_redirect: bool,
     ) {
         let path_match = match compile_path_match(&path.path_type, path.path.as_deref()) {
@@ -243,8 +247,8 @@ impl RoutingContext<'_, '_> {
     /// for, and of the catch-all, unless an older Ingress set it first.
     fn compile_default_backend(
         &mut self,
-        key: &ObjectKey,
-        backend: &IngressBackend,
+        key: &'s ObjectKey,
+        backend: &'s IngressBackend,
         rule_hosts: &BTreeSet<HostName>,
         redirect_allowed: bool,
     ) {
