@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests that start the `gangway` binary.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
