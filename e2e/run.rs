@@ -172,15 +172,44 @@ fn run_serves_directory_and_follows_changes() {
 }
 
 #[test]
-fn run_without_manifests_exits_two() {
+fn missing_kubeconfig_exits_one() {
     let output = Command::new(env!("CARGO_BIN_EXE_gangway"))
-        .arg("run")
+        .args(["run", "--kubeconfig", "/nonexistent/gangway-kubeconfig"])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env_remove("GANGWAY_MANIFESTS")
         .output()
         .expect("failed to run gangway");
     let stderr = String::from_utf8_lossy(&output.stderr);
 
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed to start cluster mode"), "{stderr}");
+    assert!(
+        stderr.contains("failed to read kubeconfig /nonexistent/gangway-kubeconfig"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn manifests_with_cluster_flag_exits_two() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gangway"))
+        .args([
+            "run",
+            "--manifests",
+            "examples",
+            "--watch-namespace",
+            "apps",
+        ])
+        .output()
+        .expect("failed to run gangway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cluster mode is not built yet"), "{stderr}");
-    assert!(output.stdout.is_empty());
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert!(stderr.contains("--watch-namespace"), "{stderr}");
 }

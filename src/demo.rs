@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::{DemoArgs, LogFormat};
 use crate::compile::CompileOptions;
 use crate::proxy::ProxyConfig;
-use crate::run::{self, Listening, RunError, ServeConfig};
+use crate::run::{self, Listening, RunError, ServeConfig, Source};
 
 /// How long the echo backends get to finish their connections after the proxy stopped.
 const ECHO_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,7 +92,7 @@ fn serve_demo(args: &DemoArgs) -> Result<(), DemoError> {
     tracing::info!(directory = %directory.path().display(), "wrote the demo manifests");
 
     let config = ServeConfig {
-        manifests: directory.path().to_owned(),
+        source: Source::Manifests(directory.path().to_owned()),
         compile: CompileOptions::default(),
         proxy: ProxyConfig {
             http_listen: args.http_listen,
