@@ -101,13 +101,13 @@ pub struct RunArgs {
     #[arg(long, env = "GANGWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
     pub admin_listen: SocketAddr,
 
-    /// Port that clients use for plain HTTP, as seen in front of any port mapping; used in
-    /// redirects from HTTPS to HTTP.
+    /// Port that clients use for plain HTTP, as seen in front of any port mapping; sent in
+    /// X-Forwarded-Port. 0 means the port the HTTP listener is bound to.
     #[arg(long, env = "GANGWAY_HTTP_PUBLIC_PORT", default_value_t = 80)]
     pub http_public_port: u16,
 
     /// Port that clients use for HTTPS, as seen in front of any port mapping; used in
-    /// redirects from HTTP to HTTPS.
+    /// redirects from HTTP to HTTPS. 0 means the port the HTTPS listener is bound to.
     #[arg(long, env = "GANGWAY_HTTPS_PUBLIC_PORT", default_value_t = 443)]
     pub https_public_port: u16,
 
