@@ -1,4 +1,15 @@
 //! Helpers shared by the end-to-end tests that start the `gangway` binary.
+//!
+//! Every test binary compiles this whole module but uses only part of it, hence the
+//! `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod body;
+pub mod clients;
+pub mod gangway;
+pub mod manifests;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
