@@ -1,0 +1,357 @@
+//! Backends: round-robin over endpoints, EndpointSlice conditions, unavailable and failing
+//! upstreams, and the retry of a failed connect on another endpoint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::Response;
+
+use crate::support::backends::{closed_address, echo, echo_services, serve, serve_tls};
+use crate::support::body::full;
+use crate::support::clients::{Http1Client, get};
+use crate::support::gangway::{Gangway, problem};
+use crate::support::manifests::{
+    Endpoint, HTTP, INGRESS_CLASS, ServicePort, backend, documents, endpoint_slice, ingress,
+    service,
+};
+use crate::support::tls::{ALPN_H2, ALPN_HTTP1, TestCa};
+
+/// Sends `count` requests for `host` on one keep-alive connection and counts the outcomes.
+async fn count_outcomes(gangway: &Gangway, host: &str, count: usize) -> BTreeMap<String, usize> {
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    let mut outcomes = BTreeMap::new();
+    for _ in 0..count {
+        let reply = client.get(host, "/").await.unwrap();
+        *outcomes.entry(reply.outcome()).or_default() += 1;
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_evenly() {
+    let servers = [echo("one").await, echo("two").await, echo("three").await];
+    let addresses: Vec<_> = servers.iter().map(|server| server.address).collect();
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("app.yaml", &backend("app", &addresses)),
+        ("ingress.yaml", &ingress("app", "app.test", "app")),
+    ])
+    .await;
+
+    let outcomes = count_outcomes(&gangway, "app.test", 30).await;
+
+    // Requests in sequence take the endpoints in turn, so each gets an equal share.
+    let expected: BTreeMap<String, usize> = [("one", 10), ("two", 10), ("three", 10)]
+        .into_iter()
+        .map(|(name, count)| (name.to_owned(), count))
+        .collect();
+    assert_eq!(outcomes, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_conditions_select_endpoints() {
+    let ready = echo("ready").await;
+    let unset = echo("unset").await;
+    let terminating = echo("terminating").await;
+    let not_serving = echo("not-serving").await;
+    let condition = |server: &crate::support::backends::TestServer,
+                     ready: Option<bool>,
+                     serving: Option<bool>,
+                     terminating: Option<bool>| Endpoint {
+        address: server.address,
+        ready,
+        serving,
+        terminating,
+    };
+    // Each endpoint in its own slice, because each listens on its own port.
+    let mixed = documents(&[
+        service("mixed", &[HTTP]),
+        endpoint_slice(
+            "mixed-1",
+            "mixed",
+            "http",
+            &[condition(&ready, Some(true), None, None)],
+        ),
+        endpoint_slice(
+            "mixed-2",
+            "mixed",
+            "http",
+            &[condition(&unset, None, None, None)],
+        ),
+        endpoint_slice(
+            "mixed-3",
+            "mixed",
+            "http",
+            &[condition(&terminating, Some(false), Some(true), Some(true))],
+        ),
+        endpoint_slice(
+            "mixed-4",
+            "mixed",
+            "http",
+            &[condition(&not_serving, Some(false), Some(false), None)],
+        ),
+    ]);
+    let draining = documents(&[
+        service("draining", &[HTTP]),
+        endpoint_slice(
+            "draining-1",
+            "draining",
+            "http",
+            &[condition(&terminating, Some(false), Some(true), Some(true))],
+        ),
+        endpoint_slice(
+            "draining-2",
+            "draining",
+            "http",
+            &[condition(
+                &not_serving,
+                Some(false),
+                Some(false),
+                Some(true),
+            )],
+        ),
+    ]);
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("mixed.yaml", &mixed),
+        ("draining.yaml", &draining),
+        (
+            "ingresses.yaml",
+            &documents(&[
+                ingress("mixed", "mixed.test", "mixed"),
+                ingress("draining", "draining.test", "draining"),
+            ]),
+        ),
+    ])
+    .await;
+
+    // Ready endpoints, `ready` unset included, take every request while there are any.
+    let outcomes = count_outcomes(&gangway, "mixed.test", 20).await;
+    let expected: BTreeMap<String, usize> = [("ready", 10), ("unset", 10)]
+        .into_iter()
+        .map(|(name, count)| (name.to_owned(), count))
+        .collect();
+    assert_eq!(outcomes, expected);
+
+    // Without a ready endpoint, one that is serving while terminating takes the requests.
+    let outcomes = count_outcomes(&gangway, "draining.test", 4).await;
+    assert_eq!(
+        outcomes.into_iter().collect::<Vec<_>>(),
+        [("terminating".to_owned(), 4)]
+    );
+
+    let routes = gangway.routes().await;
+    let draining_backend = routes["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|backend| backend["id"] == "default/draining:http")
+        .expect("no backend default/draining:http");
+    assert_eq!(
+        draining_backend["endpoints"],
+        serde_json::json!([format!("{} (terminating)", terminating.address)])
+    );
+    let warning = problem(&routes, "Ingress", "draining", "NoReadyEndpoints");
+    assert_eq!(warning["severity"], "warning");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_backends_answer_503() {
+    let (_servers, services) = echo_services(&["app"]).await;
+    let not_ready = echo("not-ready").await;
+    let unavailable = documents(&[
+        service("not-ready", &[HTTP]),
+        endpoint_slice(
+            "not-ready-1",
+            "not-ready",
+            "http",
+            &[Endpoint {
+                address: not_ready.address,
+                ready: Some(false),
+                serving: Some(false),
+                terminating: None,
+            }],
+        ),
+        // A Service whose EndpointSlice lists no endpoint.
+        service("scaled-down", &[HTTP]),
+        endpoint_slice("scaled-down-1", "scaled-down", "http", &[]),
+        // A Service without any EndpointSlice.
+        service("no-slices", &[HTTP]),
+    ]);
+    let app = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app}
+spec:
+  ingressClassName: gangway
+  rules:
+  - host: app.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}
+      - {path: /not-ready, pathType: Prefix, backend: {service: {name: not-ready, port: {name: http}}}}
+      - {path: /scaled-down, pathType: Prefix, backend: {service: {name: scaled-down, port: {name: http}}}}
+      - {path: /no-slices, pathType: Prefix, backend: {service: {name: no-slices, port: {name: http}}}}
+      - {path: /missing, pathType: Prefix, backend: {service: {name: missing, port: {name: http}}}}
+";
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("services.yaml", &services),
+        ("unavailable.yaml", &unavailable),
+        ("app.yaml", app),
+    ])
+    .await;
+
+    // (path, expected outcome): a path whose backend cannot serve responds with 503 and never falls
+    // through to `/`, which would serve.
+    let cases = [
+        ("/", "app"),
+        ("/not-ready", "503 no-endpoint"),
+        ("/scaled-down/x", "503 no-endpoint"),
+        ("/no-slices", "503 no-endpoint"),
+        ("/missing/page", "503"),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(
+            get(gangway.http, "app.test", path).await.outcome(),
+            expected,
+            "{path}"
+        );
+    }
+
+    let routes = gangway.routes().await;
+    let missing = problem(&routes, "Ingress", "app", "ServiceNotFound");
+    assert_eq!(
+        missing["field"],
+        "spec.rules[0].http.paths[4].backend.service.name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_answers_502() {
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("app.yaml", &backend("app", &[closed_address()])),
+        ("ingress.yaml", &ingress("app", "app.test", "app")),
+    ])
+    .await;
+
+    let reply = get(gangway.http, "app.test", "/").await;
+
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("x-gangway-error"), Some("connect-refused"));
+    let logged = gangway.log_records().into_iter().any(|record| {
+        record["message"] == "request failed"
+            && record["kind"] == "connect-refused"
+            && record["route"] == "ingress/default/app/rule/0/path/0"
+    });
+    assert!(logged, "no failure line naming the route and kind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_answers_504() {
+    // The backend sends its response head only after 30 s, far beyond the proxy's timeout.
+    let slow = serve(|_request| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(full("too late"))
+    })
+    .await;
+    let gangway = Gangway::start_with(
+        &[
+            ("class.yaml", INGRESS_CLASS),
+            ("app.yaml", &backend("app", &[slow.address])),
+            ("ingress.yaml", &ingress("app", "app.test", "app")),
+        ],
+        &["--upstream-response-timeout", "300ms"],
+    )
+    .await;
+
+    let reply = get(gangway.http, "app.test", "/").await;
+
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.header("x-gangway-error"), Some("response-timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connect_retried_on_another_endpoint() {
+    let live = echo("live").await;
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        (
+            "app.yaml",
+            &backend("app", &[closed_address(), live.address]),
+        ),
+        ("ingress.yaml", &ingress("app", "app.test", "app")),
+    ])
+    .await;
+
+    // Round-robin sends every other request to the dead endpoint first; each must be retried
+    // on the live one instead of failing.
+    let outcomes = count_outcomes(&gangway, "app.test", 20).await;
+
+    assert_eq!(
+        outcomes.into_iter().collect::<Vec<_>>(),
+        [("live".to_owned(), 20)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_by_app_protocol() {
+    let ca = TestCa::new();
+    let leaf = ca.issue(&["upstream.internal"]);
+    let upstream = serve_tls(
+        |request| async move {
+            let body = format!(
+                "{{\"backend\": \"tls\", \"version\": \"{:?}\", \"proto\": \"{}\"}}",
+                request.version(),
+                request
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+            );
+            Response::new(full(body))
+        },
+        leaf.server_config(&[ALPN_H2, ALPN_HTTP1]),
+    )
+    .await;
+    let https_port = ServicePort {
+        name: "https",
+        port: 443,
+        app_protocol: Some("https"),
+    };
+    let upstream_yaml = documents(&[
+        service("secure", &[https_port]),
+        endpoint_slice(
+            "secure-1",
+            "secure",
+            "https",
+            &[Endpoint::ready(upstream.address)],
+        ),
+    ]);
+    let app = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: secure}
+spec:
+  ingressClassName: gangway
+  rules:
+  - host: secure.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: secure, port: {name: https}}}}
+";
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("secure.yaml", &upstream_yaml),
+        ("app.yaml", app),
+    ])
+    .await;
+
+    let reply = get(gangway.http, "secure.test", "/").await;
+
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["backend"], "tls");
+    // The upstream offered h2 by ALPN, so the proxy spoke HTTP/2 to it.
+    assert_eq!(body["version"], "HTTP/2.0");
+    assert_eq!(body["proto"], "http");
+}

@@ -1,0 +1,201 @@
+//! Live changes: manifests rewritten while clients keep sending requests. No request may
+//! fail, each change must serve within a bounded poll, and open connections (keep-alive
+//! HTTP/1.1, HTTP/2 and a WebSocket) must survive every change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::backends::echo;
+use crate::support::clients::{
+    Http1Client, Http2Client, REQUEST_TIMEOUT, wait_for_outcome, websocket,
+};
+use crate::support::gangway::Gangway;
+use crate::support::manifests::{INGRESS_CLASS, backend, ingress};
+
+/// How long the clients send requests at least.
+const LOAD_DURATION: Duration = Duration::from_secs(3);
+/// Hard bounds on one load loop, should the changes take much longer than expected.
+const LOAD_TIME_LIMIT: Duration = Duration::from_secs(60);
+const LOAD_REQUEST_LIMIT: usize = 200_000;
+
+/// How a load loop connects.
+#[derive(Clone, Copy, Debug)]
+enum LoadClient {
+    /// One HTTP/1.1 connection, kept alive for every request.
+    KeepAlive,
+    /// One h2c connection.
+    Http2,
+    /// A new HTTP/1.1 connection per request.
+    NewConnections,
+}
+
+/// What one load loop saw.
+#[derive(Debug, Default)]
+struct LoadReport {
+    requests: usize,
+    /// Requests per outcome ([`crate::support::clients::Reply::outcome`]).
+    outcomes: BTreeMap<String, usize>,
+    /// Failed requests: transport errors and non-2xx responses, the first few in full.
+    failures: Vec<String>,
+    failure_count: usize,
+    /// Connections opened, the first one included.
+    connections: usize,
+}
+
+impl LoadReport {
+    fn fail(&mut self, failure: String) {
+        self.failure_count += 1;
+        if self.failures.len() < 10 {
+            self.failures.push(failure);
+        }
+    }
+}
+
+/// Sends GET live.test/ until `stop` is cancelled or a limit is reached.
+async fn load(client_kind: LoadClient, address: SocketAddr, stop: CancellationToken) -> LoadReport {
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+    let mut http1: Option<Http1Client> = None;
+    let mut http2: Option<Http2Client> = None;
+    while !stop.is_cancelled()
+        && started.elapsed() < LOAD_TIME_LIMIT
+        && report.requests < LOAD_REQUEST_LIMIT
+    {
+        report.requests += 1;
+        let exchange = async {
+            match client_kind {
+                LoadClient::KeepAlive | LoadClient::NewConnections => {
+                    if http1.is_none() || matches!(client_kind, LoadClient::NewConnections) {
+                        http1 = Some(Http1Client::connect(address).await?);
+                        report.connections += 1;
+                    }
+                    http1.as_mut().unwrap().get("live.test", "/").await
+                }
+                LoadClient::Http2 => {
+                    if http2.is_none() {
+                        http2 = Some(Http2Client::connect_h2c(address).await?);
+                        report.connections += 1;
+                    }
+                    http2.as_mut().unwrap().get("live.test", "/").await
+                }
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(reply)) if reply.status.is_success() => {
+                *report.outcomes.entry(reply.outcome()).or_default() += 1;
+            }
+            Ok(Ok(reply)) => {
+                report.fail(format!("request {}: {}", report.requests, reply.outcome()))
+            }
+            Ok(Err(error)) => {
+                report.fail(format!("request {}: {error}", report.requests));
+                http1 = None;
+                http2 = None;
+            }
+            Err(_) => {
+                report.fail(format!("request {}: timed out", report.requests));
+                http1 = None;
+                http2 = None;
+            }
+        }
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_under_load_fail_no_request() {
+    let servers = [
+        echo("one").await,
+        echo("two").await,
+        echo("three").await,
+        echo("four").await,
+    ];
+    let [one, two, three, four] = servers.each_ref().map(|server| server.address);
+    let gangway = Gangway::start_with(
+        &[
+            ("class.yaml", INGRESS_CLASS),
+            ("first.yaml", &backend("first", &[one])),
+            ("second.yaml", &backend("second", &[two])),
+            ("live.yaml", &ingress("live", "live.test", "first")),
+        ],
+        // Two workers, so the changes reach connections on both.
+        &["--worker-threads", "2", "--access-log", "false"],
+    )
+    .await;
+
+    // A WebSocket opened before any change, through the route that changes.
+    let mut socket = websocket(gangway.http, "live.test", "/socket").await;
+
+    let stop = CancellationToken::new();
+    let loops: Vec<_> = [
+        LoadClient::KeepAlive,
+        LoadClient::Http2,
+        LoadClient::NewConnections,
+    ]
+    .into_iter()
+    .map(|kind| (kind, tokio::spawn(load(kind, gangway.http, stop.clone()))))
+    .collect();
+    let started = Instant::now();
+
+    // Add a route.
+    gangway.write("added.yaml", &ingress("added", "added.test", "second"));
+    wait_for_outcome(gangway.http, "added.test", "/", "two").await;
+    // Point the route under load at another Service.
+    gangway.write("live.yaml", &ingress("live", "live.test", "second"));
+    wait_for_outcome(gangway.http, "live.test", "/", "two").await;
+    // Swap the Service's endpoint for another one.
+    gangway.write("second.yaml", &backend("second", &[three]));
+    wait_for_outcome(gangway.http, "live.test", "/", "three").await;
+    // Grow it to two endpoints.
+    gangway.write("second.yaml", &backend("second", &[three, four]));
+    wait_for_outcome(gangway.http, "live.test", "/", "four").await;
+
+    let elapsed = started.elapsed();
+    if elapsed < LOAD_DURATION {
+        tokio::time::sleep(LOAD_DURATION - elapsed).await;
+    }
+    stop.cancel();
+    for (kind, handle) in loops {
+        let report = tokio::time::timeout(REQUEST_TIMEOUT, handle)
+            .await
+            .expect("a load loop did not stop")
+            .unwrap();
+        assert_eq!(
+            report.failure_count, 0,
+            "{kind:?}: {} of {} requests failed, first ones: {:#?}",
+            report.failure_count, report.requests, report.failures
+        );
+        // Every response came from a backend that the configuration named at some point.
+        let seen: BTreeSet<&str> = report.outcomes.keys().map(String::as_str).collect();
+        let allowed = BTreeSet::from(["one", "two", "three", "four"]);
+        assert!(seen.is_subset(&allowed), "{kind:?}: {seen:?}");
+        assert!(
+            seen.contains("one"),
+            "{kind:?} never saw the first backend: {seen:?}"
+        );
+        assert!(
+            seen.contains("three") || seen.contains("four"),
+            "{kind:?} never saw the last endpoints: {seen:?}"
+        );
+        if !matches!(kind, LoadClient::NewConnections) {
+            assert_eq!(report.connections, 1, "{kind:?} had to reconnect");
+        }
+    }
+
+    // The WebSocket still reaches its backend.
+    socket.send(Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(REQUEST_TIMEOUT, socket.next())
+        .await
+        .expect("no WebSocket echo after the changes")
+        .expect("the WebSocket closed")
+        .unwrap();
+    assert_eq!(echoed, Message::text("still here"));
+
+    // Four changes, each published: generation 1 is the start.
+    assert!(gangway.generation().await >= 5);
+}

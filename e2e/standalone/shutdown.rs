@@ -1,0 +1,98 @@
+//! SIGTERM: requests in flight finish, new connections are refused, and the exit code is 0.
+
+use std::time::{Duration, Instant};
+
+use http::Response;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+
+use crate::support::backends::serve;
+use crate::support::body::full;
+use crate::support::clients::{Http1Client, REQUEST_TIMEOUT};
+use crate::support::gangway::{Gangway, PROCESS_TIMEOUT};
+use crate::support::manifests::{INGRESS_CLASS, backend, ingress};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_request() {
+    // The backend signals the test when a request arrives, then responds only when released.
+    let (arrived, mut arrivals) = mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(Notify::new());
+    let released = release.clone();
+    let upstream = serve(move |_request| {
+        let arrived = arrived.clone();
+        let released = released.clone();
+        async move {
+            let _ = arrived.send(());
+            released.notified().await;
+            Response::new(full("finished after SIGTERM"))
+        }
+    })
+    .await;
+    let mut gangway = Gangway::start_with(
+        &[
+            ("class.yaml", INGRESS_CLASS),
+            ("app.yaml", &backend("app", &[upstream.address])),
+            ("ingress.yaml", &ingress("app", "app.test", "app")),
+        ],
+        &["--shutdown-timeout", "20s"],
+    )
+    .await;
+
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    let in_flight = tokio::spawn(async move { client.get("app.test", "/slow").await });
+    tokio::time::timeout(REQUEST_TIMEOUT, arrivals.recv())
+        .await
+        .expect("the request never reached the backend");
+
+    gangway.send_sigterm();
+
+    // The listeners close: new connections are refused while the request is still open.
+    let started = Instant::now();
+    for address in [gangway.http, gangway.https] {
+        loop {
+            match TcpStream::connect(address).await {
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                Err(error) => panic!("connecting to {address} failed with {error}, not a refusal"),
+                Ok(_) => {
+                    assert!(
+                        started.elapsed() < PROCESS_TIMEOUT,
+                        "{address} still accepts connections after SIGTERM"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    assert!(
+        gangway.is_running(),
+        "gangway exited with a request in flight"
+    );
+    assert!(
+        !in_flight.is_finished(),
+        "the request ended before the backend answered"
+    );
+
+    release.notify_one();
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, in_flight)
+        .await
+        .expect("the in-flight request did not finish")
+        .unwrap()
+        .expect("the in-flight request failed");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "finished after SIGTERM");
+
+    let status = gangway.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0));
+    let records = gangway.log_records();
+    assert!(
+        records
+            .iter()
+            .any(|record| record["message"] == "shutting down" && record["signal"] == "SIGTERM"),
+        "no log line for SIGTERM"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|record| record["message"] == "gangway stopped")
+    );
+}
