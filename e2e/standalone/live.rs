@@ -1,6 +1,6 @@
 //! Live changes: manifests rewritten while clients keep sending requests. No request may
 //! fail, each change must serve within a bounded poll, and open connections (keep-alive
-//! HTTP/1.1, HTTP/2 and a WebSocket) must survive every change.
+//! HTTP/1.1, HTTP/2, TLS and a WebSocket) must survive every change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -10,12 +10,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::backends::echo;
+use crate::support::backends::{echo, echo_services};
 use crate::support::clients::{
-    Http1Client, Http2Client, REQUEST_TIMEOUT, wait_for_outcome, websocket,
+    CHANGE_TIMEOUT, Http1Client, Http2Client, REQUEST_TIMEOUT, wait_for_outcome, websocket,
 };
 use crate::support::gangway::Gangway;
-use crate::support::manifests::{INGRESS_CLASS, backend, ingress};
+use crate::support::manifests::{INGRESS_CLASS, backend, ingress, tls_ingress, tls_secret};
+use crate::support::tls::{ALPN_HTTP1, TestCa, connect, presented_certificate};
 
 /// How long the clients send requests at least.
 const LOAD_DURATION: Duration = Duration::from_secs(3);
@@ -198,4 +199,48 @@ async fn changes_under_load_fail_no_request() {
 
     // Four changes, each published: generation 1 is the start.
     assert!(gangway.generation().await >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_applies_to_new_handshakes() {
+    let ca = TestCa::new();
+    let before = ca.issue(&["rotate.test"]);
+    let after = ca.issue(&["rotate.test"]);
+    let (_servers, services) = echo_services(&["app"]).await;
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("services.yaml", &services),
+        ("secret.yaml", &tls_secret("rotate-tls", &before)),
+        (
+            "rotate.yaml",
+            &tls_ingress("rotate", "rotate.test", "rotate-tls", "app"),
+        ),
+    ])
+    .await;
+    let config = ca.client_config(&[ALPN_HTTP1]);
+    let stream = connect(gangway.https, Some("rotate.test"), config.clone())
+        .await
+        .unwrap();
+    assert_eq!(presented_certificate(&stream), before.certificate_der);
+    let mut open_connection = Http1Client::handshake(stream).await.unwrap();
+
+    gangway.write("secret.yaml", &tls_secret("rotate-tls", &after));
+
+    let started = Instant::now();
+    loop {
+        let stream = connect(gangway.https, Some("rotate.test"), config.clone())
+            .await
+            .unwrap();
+        if presented_certificate(&stream) == after.certificate_der {
+            break;
+        }
+        assert!(
+            started.elapsed() < CHANGE_TIMEOUT,
+            "the new certificate was not served within {CHANGE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A connection that completed its handshake before the rotation keeps working.
+    let reply = open_connection.get("rotate.test", "/").await.unwrap();
+    assert_eq!(reply.outcome(), "app");
 }

@@ -10,6 +10,7 @@ mod support;
 
 mod backends;
 mod bad_input;
+mod downstream;
 mod headers;
 mod live;
 mod routing;

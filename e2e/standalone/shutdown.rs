@@ -1,15 +1,18 @@
-//! SIGTERM: requests in flight finish, new connections are refused, and the exit code is 0.
+//! SIGTERM: requests in flight finish, idle connections close, new connections are refused,
+//! and the exit code is 0.
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use http::Response;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backends::serve;
 use crate::support::body::full;
-use crate::support::clients::{Http1Client, REQUEST_TIMEOUT};
-use crate::support::gangway::{Gangway, PROCESS_TIMEOUT};
+use crate::support::clients::{Http1Client, REQUEST_TIMEOUT, websocket};
+use crate::support::gangway::{Gangway, PROCESS_TIMEOUT, start_echo_app};
 use crate::support::manifests::{INGRESS_CLASS, backend, ingress};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,5 +97,44 @@ async fn sigterm_drains_in_flight_request() {
         records
             .iter()
             .any(|record| record["message"] == "gangway stopped")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_connections_and_tunnels() {
+    let (mut gangway, _server) = start_echo_app("app.test", &["--shutdown-timeout", "2s"]).await;
+    let mut idle = Http1Client::connect(gangway.http).await.unwrap();
+    let reply = idle.get("app.test", "/").await.unwrap();
+    assert_eq!(reply.status, 200);
+    let mut socket = websocket(gangway.http, "app.test", "/socket").await;
+
+    gangway.send_sigterm();
+
+    // The idle keep-alive connection is closed at once, so it does not hold up the drain.
+    let started = Instant::now();
+    while !idle.is_closed() {
+        assert!(
+            started.elapsed() < PROCESS_TIMEOUT,
+            "the idle connection stayed open after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The tunnel counts as a request in flight: Gangway waits for it up to the shutdown
+    // timeout, then closes it and exits cleanly.
+    let status = gangway.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0));
+    let closed = tokio::time::timeout(REQUEST_TIMEOUT, socket.next())
+        .await
+        .expect("the WebSocket stayed open after gangway exited");
+    assert!(
+        !matches!(closed, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{closed:?}"
+    );
+    let timed_out = gangway.log_records().into_iter().any(|record| {
+        record["message"] == "shutdown timeout reached, closing remaining connections"
+    });
+    assert!(
+        timed_out,
+        "the tunnel did not hold the drain until the timeout"
     );
 }

@@ -13,14 +13,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backends::{echo_services, serve};
-use crate::support::body::{Body, channel, full};
+use crate::support::body::{Body, channel, empty, full};
 use crate::support::clients::{
-    Http1Client, Http2Client, REQUEST_TIMEOUT, curl, get, request, websocket,
+    Http1Client, Http2Client, REQUEST_TIMEOUT, curl, get, request, send, websocket,
 };
 use crate::support::gangway::{Gangway, start_echo_app};
 use crate::support::manifests::{
     Endpoint, INGRESS_CLASS, ServicePort, backend, documents, endpoint_slice, ingress, service,
-    tls_secret,
+    tls_ingress, tls_secret,
 };
 use crate::support::tls::{ALPN_H2, ALPN_HTTP1, TestCa, connect, inspecting_client_config};
 
@@ -75,13 +75,13 @@ async fn chunked_response_arrives_in_pieces() {
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let response = if version == Version::HTTP_11 {
             let mut client = Http1Client::connect(gangway.http).await.unwrap();
-            let outgoing = request("GET", "stream.test", "/", crate::support::body::empty());
+            let outgoing = request("GET", "stream.test", "/", empty());
             bounded("the response head", client.send_streaming(outgoing))
                 .await
                 .unwrap()
         } else {
             let mut client = Http2Client::connect_h2c(gangway.http).await.unwrap();
-            let outgoing = client.request("GET", "stream.test", "/", crate::support::body::empty());
+            let outgoing = client.request("GET", "stream.test", "/", empty());
             bounded("the response head", client.send_streaming(outgoing))
                 .await
                 .unwrap()
@@ -221,23 +221,14 @@ async fn http2_over_tls_by_alpn() {
     let ca = TestCa::new();
     let leaf = ca.issue(&["app.test"]);
     let (_servers, services) = echo_services(&["app"]).await;
-    let app = "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app}
-spec:
-  ingressClassName: gangway
-  tls: [{hosts: [app.test], secretName: app-tls}]
-  rules:
-  - host: app.test
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}
-";
     let gangway = Gangway::start(&[
         ("class.yaml", INGRESS_CLASS),
         ("services.yaml", &services),
         ("secret.yaml", &tls_secret("app-tls", &leaf)),
-        ("app.yaml", app),
+        (
+            "app.yaml",
+            &tls_ingress("app", "app.test", "app-tls", "app"),
+        ),
     ])
     .await;
 
@@ -442,4 +433,77 @@ async fn websocket_through_proxy() {
 
     // Ordinary requests still work next to the tunnels.
     assert_eq!(get(gangway.http, "ws.test", "/").await.outcome(), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_upload_and_head_pass_through() {
+    let (gangway, _server) = start_echo_app("app.test", &[]).await;
+    let url = format!("http://127.0.0.1:{}/upload", gangway.http.port());
+
+    // curl sends `Expect: 100-continue` for a large PUT and waits for the 100 response.
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    let size = 8 * 1024 * 1024;
+    std::fs::write(upload.path(), (0..size).map(pattern).collect::<Vec<u8>>()).unwrap();
+    let file = upload.path().to_str().unwrap();
+    let reply = curl(&["--upload-file", file, "--header", "Host: app.test", &url]).await;
+    assert_eq!(reply.status, 200);
+    let echoed = reply.json();
+    assert_eq!(echoed["method"], "PUT");
+    assert_eq!(echoed["body_bytes"], size);
+
+    // HEAD gets the headers of a GET and no body.
+    let head = send(
+        gangway.http,
+        request("HEAD", "app.test", "/upload", empty()),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert!(
+        head.header("content-length").is_some(),
+        "{:?}",
+        head.headers
+    );
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_upstream_body_arrives_whole() {
+    // An HTTP/1.0-style upstream: no Content-Length, the body ends when it closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = "x".repeat(100_000);
+    let served = body.clone();
+    let upstream = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let served = served.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head =
+                    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(served.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("app.yaml", &backend("app", &[address])),
+        ("ingress.yaml", &ingress("app", "app.test", "app")),
+    ])
+    .await;
+
+    // Twice on one client connection: the closed upstream connection must not be reused.
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    for attempt in 0..2 {
+        let reply = client.get("app.test", "/").await.unwrap();
+        assert_eq!(reply.status, 200, "attempt {attempt}");
+        assert_eq!(reply.body.len(), body.len(), "attempt {attempt}");
+    }
+    upstream.abort();
 }

@@ -180,6 +180,15 @@ spec:
     )
 }
 
+/// Returns an Ingress like [`ingress`] whose host is also served over HTTPS with the
+/// certificate in Secret `secret`.
+pub fn tls_ingress(name: &str, host: &str, secret: &str, service: &str) -> String {
+    ingress(name, host, service).replace(
+        "  rules:\n",
+        &format!("  tls: [{{hosts: [{host}], secretName: {secret}}}]\n  rules:\n"),
+    )
+}
+
 /// Returns a `kubernetes.io/tls` Secret with `leaf`'s certificate and key in `stringData`.
 pub fn tls_secret(name: &str, leaf: &Leaf) -> String {
     tls_secret_pem(name, &leaf.certificate_pem, &leaf.key_pem)
