@@ -27,7 +27,7 @@ use super::worker::{Connection, ListenerScheme, WorkerContext};
 use crate::metrics::{RequestLabels, UpstreamLabels};
 use crate::snapshot::{Backend, Route, RouteAction, RouteLookup, UpstreamProtocol};
 
-/// What the request log and metrics need to know about a request once it is answered.
+/// Routing facts about a request that the request log and metrics record.
 #[derive(Default)]
 pub(super) struct Exchange<'a> {
     /// The route that matched.
@@ -38,7 +38,8 @@ pub(super) struct Exchange<'a> {
     pub(super) upstream: Option<SocketAddr>,
 }
 
-/// Serves one downstream request. Never fails: every failure becomes a response.
+/// Serves one downstream request. Every failure becomes a response, so the service
+/// future cannot fail.
 pub(super) async fn handle(
     worker: Rc<WorkerContext>,
     connection: Rc<Connection>,
@@ -115,8 +116,8 @@ struct RequestContext<'a> {
 }
 
 /// Returns the host a request names: the authority of an absolute-form URI or of HTTP/2's
-/// `:authority`, else the `Host` header. RFC 9112 section 3.2.2 says the URI's authority
-/// wins when both are present.
+/// `:authority`, else the `Host` header. RFC 9112 section 3.2.2 makes the URI's authority
+/// win when both are present.
 fn request_host(parts: &Parts) -> Option<&str> {
     match parts.uri.authority() {
         Some(authority) => Some(without_userinfo(authority)),
@@ -161,7 +162,7 @@ async fn serve_route<'a>(
     }
 }
 
-/// Answers a plain-HTTP request with a 308 to the same host and path over HTTPS. 308 keeps
+/// Responds to a plain-HTTP request with a 308 to the same host and path over HTTPS. 308 keeps
 /// the method and body, unlike 301.
 fn redirect_to_https(context: &RequestContext<'_>) -> Result<Response<ResponseBody>, Failure> {
     let host = context
@@ -271,7 +272,7 @@ async fn forward<'a>(
     let pool = &context.worker.pool;
 
     if let Some(downstream_upgrade) = downstream_upgrade {
-        let (sender, address) = connect_with_retry(backend, exchange, |key| {
+        let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
             let labels = &labels;
             async move { pool.connect_for_upgrade(key, labels).await }
         })
@@ -285,7 +286,7 @@ async fn forward<'a>(
         return Ok(finish_upgrade(context, response, downstream_upgrade));
     }
 
-    let (sender, address) = connect_with_retry(backend, exchange, |key| {
+    let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
         let labels = &labels;
         async move { pool.checkout(key, labels).await }
     })
@@ -311,7 +312,7 @@ async fn forward<'a>(
     Ok(finish_response(context, response))
 }
 
-/// Sets the headers the upstream sees: hop-by-hop removed, `X-Forwarded-*` and the request id.
+/// Sets the headers the upstream receives: hop-by-hop removed, `X-Forwarded-*` and the request id.
 fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upgrading: bool) {
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     let connection = context.connection;
@@ -336,6 +337,7 @@ fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upg
 /// endpoint when the backend has more than one, as nginx's `proxy_next_upstream error timeout`
 /// does for connections that sent nothing yet.
 async fn connect_with_retry<'a, T, F, Fut>(
+    context: &RequestContext<'_>,
     backend: &'a Backend,
     exchange: &mut Exchange<'a>,
     mut connect: F,
@@ -349,6 +351,7 @@ where
         .ok_or(Failure::new(FailureKind::NoEndpoint))?
         .address;
     exchange.upstream = Some(first);
+
     let key = |address| PoolKey {
         address,
         protocol: backend.protocol,
@@ -358,6 +361,7 @@ where
         Err(failure) if is_connect_failure(failure.kind) => failure,
         Err(failure) => return Err(failure),
     };
+
     // Other requests move the shared round-robin position too, so the next pick may be the
     // same endpoint; a few more picks find another one.
     let second = (0..backend.endpoints.len())
@@ -367,12 +371,8 @@ where
     let Some(second) = second else {
         return Err(failure);
     };
-    tracing::debug!(
-        upstream = %first,
-        retry = %second,
-        error = %failure,
-        "retrying upstream connect on another endpoint"
-    );
+
+    context.worker.log_retry(&failure, first, second);
     exchange.upstream = Some(second);
     let connected = connect(key(second)).await?;
     Ok((connected, second))
@@ -431,7 +431,7 @@ async fn send(
 
 /// Waits for `future`, the response head, for `upstream_response_timeout` after the request
 /// body last moved. The wait restarts while a slow upload still flows, because most servers
-/// answer only after the whole body.
+/// respond only after the whole body.
 async fn await_head<F: Future>(
     context: &RequestContext<'_>,
     progress: &Cell<Instant>,
@@ -517,8 +517,8 @@ fn finish_response(
     response
 }
 
-/// Answers an upgrade request. On 101 both sides' connections are joined once hyper hands
-/// them over; any other status is an ordinary response.
+/// Builds the response to an upgrade request. On 101 both sides' connections are joined
+/// once hyper hands them over. Any other status is an ordinary response.
 fn finish_upgrade(
     context: &RequestContext<'_>,
     mut response: Response<Incoming>,

@@ -1,1 +1,12 @@
 //! Tests of the proxy against real upstream servers and clients on loopback.
+
+mod access_log;
+mod admin;
+mod certificates;
+mod harness;
+mod headers;
+mod lifecycle;
+mod protocols;
+mod routing;
+mod streaming;
+mod upstream;
