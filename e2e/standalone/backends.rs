@@ -2,13 +2,13 @@
 //! upstreams, and the retry of a failed connect on another endpoint.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::backends::{closed_address, echo, echo_services, serve, serve_tls};
+use crate::support::backends::{closed_address, echo, echo_services, serve, serve_on, serve_tls};
 use crate::support::body::full;
 use crate::support::clients::{Http1Client, get};
 use crate::support::gangway::{Gangway, problem};
@@ -388,8 +388,8 @@ spec:
 }
 
 /// Starts a raw HTTP/1.1 upstream that responds to the first request on each connection and
-/// closes the connection, without a response, when a second request arrives on it: what a
-/// server does when its keep-alive timeout fires just as the proxy reuses the connection.
+/// closes the connection, without a response, when a second request arrives on it. A server
+/// does the same when its keep-alive timeout fires just as the proxy reuses the connection.
 async fn start_closing_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -500,5 +500,41 @@ async fn connect_timeout_answers_504_or_retries() {
     assert_eq!(
         outcomes.into_iter().collect::<Vec<_>>(),
         [("live".to_owned(), 4)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_endpoints() {
+    let loopback = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let upstream = serve_on(loopback, |request| async move {
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = serde_json::json!({"backend": "v6", "forwarded_for": forwarded_for});
+        Response::new(full(body.to_string()))
+    })
+    .await;
+    let gangway = Gangway::start_with(
+        &[
+            ("class.yaml", INGRESS_CLASS),
+            ("app.yaml", &backend("app", &[upstream.address])),
+            ("ingress.yaml", &ingress("app", "app.test", "app")),
+        ],
+        &["--http-listen", "[::1]:0"],
+    )
+    .await;
+    assert!(gangway.http.is_ipv6(), "{}", gangway.http);
+
+    let reply = get(gangway.http, "app.test", "/").await;
+
+    assert_eq!(reply.outcome(), "v6");
+    assert_eq!(reply.json()["forwarded_for"], "::1");
+    let routes = gangway.routes().await;
+    assert_eq!(
+        routes["backends"][0]["endpoints"],
+        serde_json::json!([upstream.address.to_string()])
     );
 }

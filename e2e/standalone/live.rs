@@ -1,6 +1,6 @@
 //! Live changes: manifests rewritten while clients keep sending requests. No request may
 //! fail, each change must serve within a bounded poll, and open connections (keep-alive
-//! HTTP/1.1, HTTP/2, TLS and a WebSocket) must survive every change.
+//! HTTP/1.1, HTTP/2, TLS and a WebSocket) and requests in flight must survive every change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::backends::{echo, echo_services};
+use crate::support::backends::{HeldBackend, echo, echo_services};
 use crate::support::clients::{
     CHANGE_TIMEOUT, Http1Client, Http2Client, REQUEST_TIMEOUT, wait_for_outcome, websocket,
 };
@@ -243,4 +243,30 @@ async fn certificate_rotation_applies_to_new_handshakes() {
     // A connection that completed its handshake before the rotation keeps working.
     let reply = open_connection.get("rotate.test", "/").await.unwrap();
     assert_eq!(reply.outcome(), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_request_survives_route_removal() {
+    let mut upstream = HeldBackend::start().await;
+    let gangway = Gangway::start(&[
+        ("class.yaml", INGRESS_CLASS),
+        ("app.yaml", &backend("app", &[upstream.server.address])),
+        ("ingress.yaml", &ingress("app", "app.test", "app")),
+    ])
+    .await;
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    let in_flight = tokio::spawn(async move { client.get("app.test", "/").await });
+    upstream.wait_for_first_request().await;
+
+    // The route goes away while the request waits for its response.
+    gangway.remove("ingress.yaml");
+    wait_for_outcome(gangway.http, "app.test", "/", "404 no-route").await;
+
+    upstream.release();
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, in_flight)
+        .await
+        .expect("the in-flight request did not finish")
+        .unwrap()
+        .expect("the in-flight request failed");
+    assert_eq!(reply.outcome(), "held");
 }

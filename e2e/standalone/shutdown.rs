@@ -4,37 +4,21 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http::Response;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::backends::serve;
-use crate::support::body::full;
+use crate::support::backends::HeldBackend;
 use crate::support::clients::{Http1Client, REQUEST_TIMEOUT, websocket};
 use crate::support::gangway::{Gangway, PROCESS_TIMEOUT, start_echo_app};
 use crate::support::manifests::{INGRESS_CLASS, backend, ingress};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_request() {
-    // The backend signals the test when a request arrives, then responds only when released.
-    let (arrived, mut arrivals) = mpsc::unbounded_channel();
-    let release = std::sync::Arc::new(Notify::new());
-    let released = release.clone();
-    let upstream = serve(move |_request| {
-        let arrived = arrived.clone();
-        let released = released.clone();
-        async move {
-            let _ = arrived.send(());
-            released.notified().await;
-            Response::new(full("finished after SIGTERM"))
-        }
-    })
-    .await;
+    let mut upstream = HeldBackend::start().await;
     let mut gangway = Gangway::start_with(
         &[
             ("class.yaml", INGRESS_CLASS),
-            ("app.yaml", &backend("app", &[upstream.address])),
+            ("app.yaml", &backend("app", &[upstream.server.address])),
             ("ingress.yaml", &ingress("app", "app.test", "app")),
         ],
         &["--shutdown-timeout", "20s"],
@@ -43,9 +27,7 @@ async fn sigterm_drains_in_flight_request() {
 
     let mut client = Http1Client::connect(gangway.http).await.unwrap();
     let in_flight = tokio::spawn(async move { client.get("app.test", "/slow").await });
-    tokio::time::timeout(REQUEST_TIMEOUT, arrivals.recv())
-        .await
-        .expect("the request never reached the backend");
+    upstream.wait_for_first_request().await;
 
     gangway.send_sigterm();
 
@@ -75,14 +57,14 @@ async fn sigterm_drains_in_flight_request() {
         "the request ended before the backend answered"
     );
 
-    release.notify_one();
+    upstream.release();
     let reply = tokio::time::timeout(REQUEST_TIMEOUT, in_flight)
         .await
         .expect("the in-flight request did not finish")
         .unwrap()
         .expect("the in-flight request failed");
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.text(), "finished after SIGTERM");
+    assert_eq!(reply.outcome(), "held");
 
     let status = gangway.wait_for_exit().await;
     assert_eq!(status.code(), Some(0));

@@ -2,8 +2,9 @@
 //! in the test, over plain TCP (HTTP/1.1 and h2c) or TLS. Each stops when its handle drops.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gangway::demo::echo;
 use http::{Request, Response};
@@ -13,11 +14,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::body::Body;
+use super::body::{Body, full};
+use super::clients::REQUEST_TIMEOUT;
 use super::manifests;
 
 /// A running test backend. Dropping it stops its listener and its open connections.
@@ -68,7 +71,16 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    start(handler, None).await
+    start(handler, None, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+}
+
+/// Starts a backend like [`serve`] on `ip`, such as `::1`.
+pub async fn serve_on<F, Fut>(ip: IpAddr, handler: F) -> TestServer
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    start(handler, None, ip).await
 }
 
 /// Starts a backend like [`serve`] behind TLS with `config` (certificate and ALPN).
@@ -77,15 +89,20 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    start(handler, Some(TlsAcceptor::from(config))).await
+    start(
+        handler,
+        Some(TlsAcceptor::from(config)),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    )
+    .await
 }
 
-async fn start<F, Fut>(handler: F, tls: Option<TlsAcceptor>) -> TestServer
+async fn start<F, Fut>(handler: F, tls: Option<TlsAcceptor>, ip: IpAddr) -> TestServer
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    let listener = TcpListener::bind((ip, 0))
         .await
         .expect("failed to bind a test backend");
     let address = listener.local_addr().unwrap();
@@ -134,6 +151,58 @@ where
     tokio::select! {
         _ = connection => {}
         () = stop.cancelled() => {}
+    }
+}
+
+/// A backend that holds its first request until the test releases it, so the test can act
+/// while that request is in flight. Later requests get their response at once. Every
+/// response body is `{"backend": "held"}`.
+pub struct HeldBackend {
+    /// The running server.
+    pub server: TestServer,
+    arrivals: mpsc::UnboundedReceiver<()>,
+    release: Arc<Notify>,
+}
+
+impl HeldBackend {
+    /// Starts the backend on 127.0.0.1.
+    pub async fn start() -> Self {
+        let (arrived, arrivals) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let released = release.clone();
+        let first = Arc::new(AtomicBool::new(true));
+        let server = serve(move |_request| {
+            let arrived = arrived.clone();
+            let released = released.clone();
+            let is_first = first.swap(false, Ordering::SeqCst);
+            async move {
+                if is_first {
+                    let _ = arrived.send(());
+                    released.notified().await;
+                }
+                Response::new(full("{\"backend\": \"held\"}"))
+            }
+        })
+        .await;
+        Self {
+            server,
+            arrivals,
+            release,
+        }
+    }
+
+    /// Waits until the first request has arrived, failing the test after
+    /// [`REQUEST_TIMEOUT`].
+    pub async fn wait_for_first_request(&mut self) {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.arrivals.recv())
+            .await
+            .expect("the request never reached the backend");
+    }
+
+    /// Lets the first request get its response.
+    pub fn release(&self) {
+        // A stored permit also releases a request that has not started waiting yet.
+        self.release.notify_one();
     }
 }
 

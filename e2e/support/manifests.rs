@@ -90,8 +90,8 @@ impl Endpoint {
 }
 
 /// Returns an EndpointSlice of Service `service` whose port `port_name` (empty for an
-/// unnamed port) leads to the endpoints. The slice has one port, so every endpoint must
-/// listen on the same port number.
+/// unnamed port) leads to the endpoints. The slice has one port and one address type, so
+/// every endpoint must listen on the same port number, and the first one sets the type.
 pub fn endpoint_slice(
     name: &str,
     service: &str,
@@ -105,6 +105,10 @@ pub fn endpoint_slice(
         endpoints.iter().all(|e| e.address.port() == port),
         "one EndpointSlice port serves every endpoint, so they must share a port number"
     );
+    let address_type = match endpoints.first().map(|endpoint| endpoint.address) {
+        Some(SocketAddr::V6(_)) => "IPv6",
+        _ => "IPv4",
+    };
     let port_name = if port_name.is_empty() {
         String::new()
     } else {
@@ -116,7 +120,7 @@ kind: EndpointSlice
 metadata:
   name: {name}
   labels: {{kubernetes.io/service-name: {service}}}
-addressType: IPv4
+addressType: {address_type}
 ports: [{{{port_name}port: {port}, protocol: TCP}}]
 "
     );
