@@ -194,6 +194,7 @@ async fn host_header_reaches_upstream_as_sent() {
     assert_eq!(reply.status, 200);
     let reply = reply.json();
     assert_eq!(upstream_headers(&reply)["host"], "app.test");
+    assert_eq!(upstream_headers(&reply)["x-forwarded-host"], "app.test");
     assert_eq!(reply["version"], "HTTP/1.1");
     assert_eq!(reply["path"], "/h2");
 }

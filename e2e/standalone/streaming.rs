@@ -263,6 +263,16 @@ async fn http2_over_tls_by_alpn() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.version, Version::HTTP_11);
 
+    // A client that offers no ALPN at all gets HTTP/1.1.
+    let stream = connect(gangway.https, Some("app.test"), ca.client_config(&[]))
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let mut client = Http1Client::handshake(stream).await.unwrap();
+    let reply = client.get("app.test", "/").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.version, Version::HTTP_11);
+
     // curl negotiates HTTP/2 and verifies the certificate against the test CA.
     let ca_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca_file.path(), ca.pem()).unwrap();
