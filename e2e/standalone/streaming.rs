@@ -24,11 +24,11 @@ use crate::support::manifests::{
 };
 use crate::support::tls::{ALPN_H2, ALPN_HTTP1, TestCa, connect, inspecting_client_config};
 
-/// Runs `future`, failing the test with `what` after [`REQUEST_TIMEOUT`].
-async fn bounded<F: std::future::Future>(what: &str, future: F) -> F::Output {
+/// Runs `future`, failing the test with `description` after [`REQUEST_TIMEOUT`].
+async fn bounded<F: std::future::Future>(description: &str, future: F) -> F::Output {
     tokio::time::timeout(REQUEST_TIMEOUT, future)
         .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|_| panic!("timed out waiting for {description}"))
 }
 
 /// Reads data frames from `body` until `expected` bytes arrived, and compares them.
