@@ -1,7 +1,5 @@
 //! Helpers shared by the end-to-end tests that start the `gangway` binary.
-//!
-//! Every test binary compiles this whole module but uses only part of it, hence the
-//! `dead_code` allowance.
+// Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 pub mod backends;

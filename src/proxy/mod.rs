@@ -43,10 +43,10 @@ pub struct ProxyConfig {
     /// 0 is treated as 1.
     pub worker_threads: usize,
     /// Port that clients use to reach the HTTP listener (a Service or host port may map it),
-    /// sent in `X-Forwarded-Port`.
+    /// sent in `X-Forwarded-Port`. 0 means the port the HTTP listener is bound to.
     pub http_public_port: u16,
     /// Port that clients use to reach the HTTPS listener, used in redirects to HTTPS and in
-    /// `X-Forwarded-Port`.
+    /// `X-Forwarded-Port`. 0 means the port the HTTPS listener is bound to.
     pub https_public_port: u16,
     /// Time a client has to send the first request head on a new connection (TLS handshake
     /// included) and each HTTP/1.1 request head.
@@ -142,6 +142,13 @@ impl Proxy {
         let https_listeners = listener::bind_group(config.https_listen, worker_count)?;
         let http_addr = listener::local_addr(&http_listeners[0], config.http_listen)?;
         let https_addr = listener::local_addr(&https_listeners[0], config.https_listen)?;
+        let mut config = config;
+        if config.http_public_port == 0 {
+            config.http_public_port = http_addr.port();
+        }
+        if config.https_public_port == 0 {
+            config.https_public_port = https_addr.port();
+        }
 
         // Workers watch a child token, so a failed start can stop them without cancelling
         // the caller's token; cancelling the caller's token still stops them.
