@@ -2,6 +2,13 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod backends;
+pub mod body;
+pub mod clients;
+pub mod gangway;
+pub mod manifests;
+pub mod tls;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
