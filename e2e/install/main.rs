@@ -9,6 +9,5 @@ mod install;
 mod tools;
 
 // Shared with the other test binaries, so not every helper is used here.
-#[allow(dead_code)]
 #[path = "../support/mod.rs"]
 mod support;
