@@ -198,8 +198,9 @@ pub fn serve(
     shutdown: CancellationToken,
     on_listening: impl FnOnce(&Listening),
 ) -> Result<(), RunError> {
-    // The provider, the admin listener and signal handling need little, so one thread serves
-    // them. The proxy runs its own worker threads.
+    // The provider's event loop, the admin listener and signal handling need little, so one
+    // thread serves them. The manifest provider reads and compiles on a thread of its own, and
+    // the proxy runs its own worker threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("gangway-control")
@@ -225,6 +226,9 @@ pub fn serve(
         })?;
     let provider = match config.source {
         Source::Manifests(directory) => {
+            // TODO: serve the admin listener during this first read as well, so that
+            // `/healthz` answers while a large directory loads at start. Until then its
+            // connections wait in the listen queue, and later reads run off this thread.
             let _context = runtime.enter();
             Provider::Manifests(ManifestProvider::start(
                 &directory,

@@ -8,6 +8,7 @@ mod chart;
 mod install;
 mod tools;
 
-// Shared with the other test binaries, so not every helper is used here.
+// Shared with the other test binaries. The module allows dead code itself, because not
+// every binary uses every helper.
 #[path = "../support/mod.rs"]
 mod support;

@@ -420,10 +420,6 @@ async fn start_closing_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (address, task)
 }
 
-// TODO: remove the ignore once the proxy sends an idempotent request again on a new
-// connection when a reused one closes before any response byte (`forward` in
-// src/proxy/handler.rs). Until then every second request here gets 502 connection-reset.
-#[ignore = "known bug: a reused upstream connection closed by the upstream gives 502"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_connection_closed_by_upstream_is_retried() {
     let (address, upstream) = start_closing_upstream().await;

@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::backends::{HeldBackend, echo, echo_services};
 use crate::support::clients::{
-    CHANGE_TIMEOUT, Http1Client, Http2Client, REQUEST_TIMEOUT, wait_for_outcome, websocket,
+    CHANGE_TIMEOUT, Http1Client, Http2Client, REQUEST_TIMEOUT, get, wait_for_outcome, websocket,
 };
 use crate::support::gangway::Gangway;
-use crate::support::manifests::{INGRESS_CLASS, backend, ingress, tls_ingress, tls_secret};
+use crate::support::manifests::{
+    HTTP, INGRESS_CLASS, backend, documents, ingress, service, tls_ingress, tls_secret,
+};
 use crate::support::tls::{ALPN_HTTP1, TestCa, connect, presented_certificate};
 
 /// How long the clients send requests at least.
@@ -269,4 +271,53 @@ async fn in_flight_request_survives_route_removal() {
         .unwrap()
         .expect("the in-flight request failed");
     assert_eq!(reply.outcome(), "held");
+}
+
+/// How long `/healthz` may take to respond while a large manifest file is parsed. Kubernetes
+/// liveness probes time out after 1 s by default, so this bound is loose. It catches an admin
+/// listener that waits for the whole parse, which takes seconds in a debug build.
+const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bound on reading, parsing and compiling the large file, generous for a debug build on a
+/// loaded machine.
+const LARGE_FILE_LIMIT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_responds_while_large_file_parses() {
+    let gangway = Gangway::start(&[("class.yaml", INGRESS_CLASS)]).await;
+    let generation = gangway.generation().await;
+
+    // About 2 MB of YAML: 20,000 Services and an Ingress to the first one, which has no
+    // endpoints, so the route returns 503 once the file is live.
+    let mut parts: Vec<String> = (0..20_000)
+        .map(|index| service(&format!("bulk-{index}"), &[HTTP]))
+        .collect();
+    parts.push(ingress("bulk", "bulk.test", "bulk-0"));
+    gangway.write("bulk.yaml", &documents(&parts));
+
+    let started = Instant::now();
+    let mut probes = 0;
+    loop {
+        let probe = tokio::time::timeout(HEALTHZ_TIMEOUT, get(gangway.admin, "admin", "/healthz"));
+        let Ok(reply) = probe.await else {
+            panic!("/healthz did not respond within {HEALTHZ_TIMEOUT:?} after {probes} probes");
+        };
+        assert_eq!(reply.status, 200);
+        probes += 1;
+        if gangway.generation().await > generation {
+            break;
+        }
+        assert!(
+            started.elapsed() < LARGE_FILE_LIMIT,
+            "the large file was not live within {LARGE_FILE_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{probes} /healthz probes answered in {:?} until the large file was live",
+        started.elapsed()
+    );
+
+    let reply = get(gangway.http, "bulk.test", "/").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
 }

@@ -1,5 +1,6 @@
 //! One request: route lookup against the live snapshot, redirect, fixed response, or
-//! forwarding to an endpoint with one retry on connect failure.
+//! forwarding to an endpoint with one retry on connect failure and one on a reused
+//! connection that closed.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -13,7 +14,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -262,6 +263,8 @@ async fn forward<'a>(
     } else {
         None
     };
+    // Read before hop-by-hop removal drops `Transfer-Encoding`.
+    let replayable = !upgrading && is_replayable(&parts, &body);
     prepare_upstream_headers(context, &mut parts, upgrading);
 
     let labels = UpstreamLabels {
@@ -272,21 +275,15 @@ async fn forward<'a>(
     let pool = &context.worker.pool;
 
     if let Some(downstream_upgrade) = downstream_upgrade {
-        let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
-            let labels = &labels;
-            async move { pool.connect_for_upgrade(key, labels).await }
-        })
-        .await?;
-        exchange.upstream = Some(address);
-        let request = origin_form(request, context.host);
-        let mut sender = sender;
-        let response = await_head(context, &progress, sender.send_request(request))
-            .await?
-            .map_err(Failure::from_send_error)?;
-        return Ok(finish_upgrade(context, response, downstream_upgrade));
+        let upgrade = Upgrade {
+            labels: &labels,
+            progress: &progress,
+            downstream: downstream_upgrade,
+        };
+        return forward_upgrade(context, backend, exchange, request, upgrade).await;
     }
 
-    let (sender, address) = connect_with_retry(context, backend, exchange, |key| {
+    let (checkout, address) = connect_with_retry(context, backend, exchange, |key| {
         let labels = &labels;
         async move { pool.checkout(key, labels).await }
     })
@@ -297,19 +294,117 @@ async fn forward<'a>(
         protocol: backend.protocol,
     };
     let protocol = backend.protocol;
-    let response = match send(context, &progress, sender, address, protocol, request).await? {
-        Sent::Response(response) => response,
-        Sent::NotSent(request) => {
-            // The pooled connection closed before the request went out, so the request is
-            // intact and a fresh connection to the same endpoint can carry it.
-            let sender = pool.checkout(key, &labels).await?;
-            match send(context, &progress, sender, address, protocol, request).await? {
-                Sent::Response(response) => response,
-                Sent::NotSent(_) => return Err(Failure::new(FailureKind::ConnectionReset)),
+
+    // The copy allocates the header map's tables but no header text, because hyper parses
+    // header values and the URI as shared slices of its read buffer. Only a replayable
+    // request on a pooled HTTP/1.1 connection pays for it, because a request on a new
+    // connection is never replayed.
+    // TODO: replay on HTTP/2 too when the upstream refuses a stream (`REFUSED_STREAM`, or a
+    // GOAWAY below its id), because RFC 9113 section 8.7 guarantees such a stream went
+    // unprocessed.
+    let copy =
+        (replayable && checkout.reused && matches!(checkout.sender, UpstreamSender::Http1(_)))
+            .then(|| copy_head(&request, &progress));
+    let sent = send(
+        context,
+        &progress,
+        checkout.sender,
+        address,
+        protocol,
+        request,
+    )
+    .await;
+    let retry = match sent {
+        Ok(Sent::Response(response)) => return Ok(finish_response(context, response)),
+        // The pooled connection closed before the request went out, so the request is intact.
+        Ok(Sent::NotSent(request)) => request,
+        // The upstream closed a reused connection that the request was already written to,
+        // most likely because its keep-alive timeout fired at the same time. The request has
+        // no body and an idempotent method, so sending it again is safe even if the upstream
+        // processed it. nginx's `ngx_http_upstream_next` also gives back the try after an
+        // error on a cached keep-alive connection.
+        Err(failure) if failure.kind == FailureKind::ConnectionReset => match copy {
+            Some(copy) => {
+                tracing::debug!(
+                    kind = failure.kind.code(),
+                    upstream = %address,
+                    error = %failure,
+                    "reused upstream connection closed before the response head, sending again"
+                );
+                copy
             }
-        }
+            None => return Err(failure),
+        },
+        Err(failure) => return Err(failure),
     };
-    Ok(finish_response(context, response))
+
+    // The retry goes on a new connection, because other pooled connections to the endpoint
+    // are as old as the one that failed and may close as well. A failure there is final.
+    let sender = pool.connect_new(key, &labels).await?;
+    progress.set(Instant::now());
+    match send(context, &progress, sender, address, protocol, retry).await? {
+        Sent::Response(response) => Ok(finish_response(context, response)),
+        Sent::NotSent(_) => Err(Failure::new(FailureKind::ConnectionReset)),
+    }
+}
+
+/// The state of an upgrade request that travels beside the request: metric labels, body
+/// progress and the downstream connection.
+struct Upgrade<'a> {
+    labels: &'a UpstreamLabels,
+    progress: &'a Cell<Instant>,
+    /// The downstream connection, handed over after a 101 response.
+    downstream: OnUpgrade,
+}
+
+/// Forwards an upgrade request, such as a WebSocket handshake, on a new connection that is
+/// never pooled.
+async fn forward_upgrade<'a>(
+    context: &RequestContext<'_>,
+    backend: &'a Backend,
+    exchange: &mut Exchange<'a>,
+    request: Request<RequestBody>,
+    upgrade: Upgrade<'_>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let pool = &context.worker.pool;
+    let (sender, address) = connect_with_retry(context, backend, exchange, |key| async move {
+        pool.connect_for_upgrade(key, upgrade.labels).await
+    })
+    .await?;
+    exchange.upstream = Some(address);
+    let request = origin_form(request, context.host);
+    let mut sender = sender;
+    let response = await_head(context, upgrade.progress, sender.send_request(request))
+        .await?
+        .map_err(Failure::from_send_error)?;
+    Ok(finish_upgrade(context, response, upgrade.downstream))
+}
+
+/// Returns true when a request may be sent again after a reused connection failed. Its
+/// method must be idempotent (RFC 9110 section 9.2.2), so that two deliveries have the effect
+/// of one, and it must have no body, because the downstream body cannot be read twice.
+fn is_replayable(parts: &Parts, body: &Incoming) -> bool {
+    let headers = &parts.headers;
+    let no_body_framing = !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .all(|value| value == "0");
+    // Over HTTP/2 a request without `Content-Length` may still carry DATA frames. hyper
+    // reports the end of the stream when the HEADERS frame ended it.
+    parts.method.is_idempotent() && no_body_framing && body.is_end_stream()
+}
+
+/// Copies the head of a bodiless request, to send it again if its first attempt fails.
+/// Extensions are left out, because the hyper client reads only the header-case and
+/// extended CONNECT ones, and the downstream server here is configured to set neither.
+fn copy_head(request: &Request<RequestBody>, progress: &Rc<Cell<Instant>>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty(progress.clone()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// Sets the headers the upstream receives: hop-by-hop removed, `X-Forwarded-*` and the request id.

@@ -61,6 +61,16 @@ pub(super) enum UpstreamSender {
     Http2(Http2Sender),
 }
 
+/// A connection from [`UpstreamPool::checkout`].
+pub(super) struct Checkout {
+    /// The connection.
+    pub(super) sender: UpstreamSender,
+    /// The connection came from the pool instead of being opened for this request. The
+    /// upstream may close such a connection at any moment, when its keep-alive timeout fires,
+    /// so a request sent on it can fail through no fault of the request.
+    pub(super) reused: bool,
+}
+
 /// An HTTP/1.1 connection lent to one request.
 pub(super) struct PooledSender {
     pool: Rc<UpstreamPool>,
@@ -125,10 +135,14 @@ impl UpstreamPool {
         self: &Rc<Self>,
         key: PoolKey,
         labels: &UpstreamLabels,
-    ) -> Result<UpstreamSender, Failure> {
+    ) -> Result<Checkout, Failure> {
+        let reused = |sender| Checkout {
+            sender,
+            reused: true,
+        };
         if let Some(sender) = self.checkout_idle(key).await {
             self.count_reused(labels);
-            return Ok(sender);
+            return Ok(reused(sender));
         }
         if self.prefers_http2(key) {
             let (outcome, opened) = self.connect_http2_shared(key).await;
@@ -139,17 +153,34 @@ impl UpstreamPool {
                     } else {
                         self.count_reused(labels);
                     }
-                    return Ok(UpstreamSender::Http2(sender));
+                    return Ok(Checkout {
+                        sender: UpstreamSender::Http2(sender),
+                        reused: !opened,
+                    });
                 }
                 Err(Some(failure)) => return Err(failure),
                 Err(None) => {
                     if let Some(sender) = self.checkout_idle(key).await {
                         self.count_reused(labels);
-                        return Ok(sender);
+                        return Ok(reused(sender));
                     }
                 }
             }
         }
+        let sender = self.connect_new(key, labels).await?;
+        Ok(Checkout {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// Opens a new connection to `key` even when pooled ones are idle, for a request that
+    /// failed or could not be sent on a pooled one. Counts it as opened under `labels`.
+    pub(super) async fn connect_new(
+        self: &Rc<Self>,
+        key: PoolKey,
+        labels: &UpstreamLabels,
+    ) -> Result<UpstreamSender, Failure> {
         let sender = self.connect(key).await?;
         self.count_opened(labels);
         Ok(sender)

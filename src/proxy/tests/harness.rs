@@ -216,6 +216,15 @@ impl Drop for TestProxy {
     }
 }
 
+/// Returns the value of one metric series of `proxy`, 0 when it has none yet.
+pub(crate) fn metric_value(proxy: &TestProxy, series: &str) -> u64 {
+    let text = proxy.live.metrics().encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A response with its body read to the end.
 pub(crate) struct Collected {
     pub(crate) status: StatusCode,

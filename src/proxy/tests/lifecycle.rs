@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::harness::{Collected, TestProxy, backend, get, h2c_client, http1_client, one_route};
+use super::harness::{
+    Collected, TestProxy, backend, get, h2c_client, http1_client, metric_value, one_route,
+};
 use super::upstream::{TestUpstream, Transport, full_body};
 use crate::snapshot::{Snapshot, UpstreamProtocol};
 
@@ -226,14 +228,6 @@ async fn silent_client_closed_after_header_timeout() {
     expect_closed(&mut silent).await;
     expect_closed(&mut partial).await;
     expect_closed(&mut silent_tls).await;
-}
-
-fn metric_value(proxy: &TestProxy, series: &str) -> u64 {
-    let text = proxy.live.metrics().encode();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod harness;
 mod headers;
 mod lifecycle;
 mod protocols;
+mod replay;
 mod routing;
 mod streaming;
 mod upstream;
