@@ -1,0 +1,175 @@
+"""Unit tests of the benchmark driver's parsing, arithmetic and report logic.
+
+Run with `python3 -m unittest discover -s bench/tests -t bench`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from benchdriver import cases, configs, load, report, system
+from benchdriver.__main__ import RESULTS_BEGIN, RESULTS_END, update_docs
+
+
+def oha_json(statuses: dict[str, int], errors: dict[str, int]) -> str:
+    """An oha `--output-format json` document with the fields the driver reads."""
+    return json.dumps({
+        "summary": {"total": 2.0, "requestsPerSec": 100.0, "sizePerSec": 300.0},
+        "latencyPercentiles": {"p50": 0.001, "p99": 0.004},
+        "statusCodeDistribution": statuses,
+        "errorDistribution": errors,
+    })
+
+
+class ProcTest(unittest.TestCase):
+    def test_read_stat_of_this_process(self):
+        ppid, cpu, rss = system.read_stat(os.getpid())
+        self.assertEqual(ppid, os.getppid())
+        self.assertGreaterEqual(cpu, 0.0)
+        self.assertGreater(rss, 0)
+
+    def test_read_stat_of_missing_process(self):
+        # Linux pids stop below 2**22, so this one cannot exist.
+        self.assertIsNone(system.read_stat(2**22 + 1))
+
+    def test_process_tree_includes_child(self):
+        child = subprocess.Popen(["sleep", "10"])
+        try:
+            self.assertIn(child.pid, system.process_tree(os.getpid()))
+        finally:
+            child.kill()
+            child.wait()
+
+
+class PercentileTest(unittest.TestCase):
+    def test_nearest_rank(self):
+        values = [float(value) for value in range(1, 101)]
+        self.assertEqual(cases._percentile(values, 50), 50.0)
+        self.assertEqual(cases._percentile(values, 99), 99.0)
+        self.assertEqual(cases._percentile(values, 100), 100.0)
+
+    def test_single_value(self):
+        self.assertEqual(cases._percentile([7.0], 99), 7.0)
+
+    def test_empty_is_nan(self):
+        self.assertTrue(math.isnan(cases._percentile([], 50)))
+
+
+class OhaTest(unittest.TestCase):
+    def test_failed_counts_statuses_and_errors(self):
+        result = load.parse_oha(oha_json({"200": 10, "502": 2}, {"connection reset": 1}))
+        self.assertEqual(result.requests, 12)
+        self.assertEqual(result.failed, 3)
+        self.assertEqual(result.p99_ms, 4.0)
+
+    def test_no_completed_request_is_an_error(self):
+        with self.assertRaises(system.BenchError):
+            load.parse_oha(oha_json({}, {"connection refused": 5}))
+
+    def test_tls_url_resolves_to_loopback(self):
+        spec = load.LoadSpec(port=18443, tls=True, http2=True, streams_per_connection=10)
+        argv = load.oha_argv(Path("oha"), spec)
+        self.assertIn("bench.example:18443:127.0.0.1:18443", argv)
+        self.assertEqual(argv[-1], "https://bench.example:18443/")
+        self.assertIn("--http2", argv)
+
+    def test_plain_url_is_loopback_with_host_header(self):
+        argv = load.oha_argv(Path("oha"), load.LoadSpec(port=18081, rate=500))
+        self.assertEqual(argv[-1], "http://127.0.0.1:18081/")
+        self.assertIn("Host: bench.example", argv)
+        self.assertIn("--latency-correction", argv)
+
+
+class ReportTest(unittest.TestCase):
+    def rows_with_rps(self, gangway: float) -> list[report.Row]:
+        results = report.Results()
+        for target, rps in [("direct", 200.0), ("nginx", 100.0), ("haproxy", 100.0), ("gangway", gangway)]:
+            results.add("http1_connections", target, {"rps": rps})
+        return [row for row in report.build_rows(results, None)
+                if row.case.startswith("1 HTTP/1.1, fixed connections") and row.measure == "requests/s"]
+
+    def test_throughput_target_met(self):
+        [row] = self.rows_with_rps(130.0)
+        self.assertTrue(row.met)
+        self.assertEqual(row.ratio_nginx, "1.30")
+
+    def test_throughput_target_missed(self):
+        [row] = self.rows_with_rps(125.0)
+        self.assertFalse(row.met)
+
+    def test_missing_figure_is_not_checked(self):
+        results = report.Results()
+        results.add("http1_connections", "nginx", {"rps": 100.0})
+        [row] = [row for row in report.build_rows(results, None) if row.measure == "requests/s"
+                 and row.case.startswith("1 HTTP/1.1, fixed connections")]
+        self.assertIsNone(row.met)
+
+    def test_median_of_three_runs(self):
+        results = report.Results()
+        for rps in [10.0, 30.0, 20.0]:
+            results.add("h2_steady", "nginx", {"rps": rps})
+        self.assertEqual(results.median("h2_steady", "nginx", "rps"), 20.0)
+
+    def test_failed_case_has_no_median(self):
+        results = report.Results()
+        results.add("churn", "nginx", {"failed": 0.0})
+        results.fail("churn", "nginx", "did not start")
+        self.assertIsNone(results.median("churn", "nginx", "failed"))
+
+
+class DocsTest(unittest.TestCase):
+    def test_update_replaces_only_results(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "benchmarks.md"
+            path.write_text(f"intro\n{RESULTS_BEGIN}\nold\n{RESULTS_END}\nend\n")
+            update_docs(path, "new table\n")
+            self.assertEqual(path.read_text(), f"intro\n{RESULTS_BEGIN}\nnew table\n{RESULTS_END}\nend\n")
+
+    def test_update_without_markers_fails(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "benchmarks.md"
+            path.write_text("no markers\n")
+            with self.assertRaises(system.BenchError):
+                update_docs(path, "table\n")
+
+
+class ConfigsTest(unittest.TestCase):
+    def test_gangway_ingress_turns_redirect_off(self):
+        ingress = configs.gangway_ingress("bench", ["a.bench.example"], extra_paths=1)
+        self.assertEqual(ingress["metadata"]["annotations"], {"gangway.dev/ssl-redirect": "false"})
+        [rule] = ingress["spec"]["rules"]
+        self.assertEqual([path["path"] for path in rule["http"]["paths"]], ["/", "/path-0"])
+        self.assertEqual(ingress["spec"]["tls"][0]["hosts"], ["a.bench.example"])
+
+    def test_haproxy_lines_fit_its_word_limit(self):
+        hosts = [f"churn-{index}.bench.example" for index in range(120)]
+        text = configs.proxy_haproxy(Path("/work"), hosts, Path("/work/bench.pem"))
+        acl_lines = [line for line in text.splitlines() if "acl routed_host" in line]
+        self.assertEqual(len(acl_lines), 3)
+        for line in text.splitlines():
+            self.assertLessEqual(len(line.split()), 64, line)
+
+    def test_proxies_listen_on_loopback_only(self):
+        with tempfile.TemporaryDirectory() as directory:
+            work = Path(directory)
+            certificate, key = work / "tls.crt", work / "tls.key"
+            texts = [
+                configs.upstream_nginx(work, certificate, key),
+                configs.proxy_nginx(work, ["bench.example"], certificate, key),
+                configs.proxy_haproxy(work, ["bench.example"], work / "bench.pem"),
+            ]
+        for text in texts:
+            binds = [line.split()[1] for line in text.splitlines()
+                     if line.strip().startswith(("listen ", "bind "))]
+            self.assertTrue(binds)
+            for address in binds:
+                self.assertTrue(address.startswith("127.0.0.1:"), address)
+
+
+if __name__ == "__main__":
+    unittest.main()
