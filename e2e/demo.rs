@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
 
-use support::{ChildGuard, free_port, wait_until_ready};
+use support::{ChildGuard, wait_until_ready};
 
 /// Generous bounds, because other builds may load the machine; the demo starts in well under a
 /// second when it is idle.
@@ -72,19 +72,32 @@ fn find_line<'a>(lines: &'a [String], needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no curl line with {needle:?} in {lines:#?}"))
 }
 
+/// Returns the port that follows `prefix` in the first line containing it.
+fn port_after(lines: &[String], prefix: &str) -> u16 {
+    lines
+        .iter()
+        .find_map(|line| {
+            let rest = &line[line.find(prefix)? + prefix.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no port after {prefix:?} in {lines:#?}"))
+}
+
 fn echo_reply(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|error| panic!("not an echo reply ({error}): {body}"))
 }
 
 #[test]
 fn demo_serves_printed_curl_lines() {
-    let (http, https, admin) = (free_port(), free_port(), free_port());
+    // Port 0 everywhere: the demo prints the ports it is bound to, so no other test can take
+    // them between a port probe and the bind.
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gangway"))
         .arg("demo")
-        .args(["--http-listen", &format!("127.0.0.1:{http}")])
-        .args(["--https-listen", &format!("127.0.0.1:{https}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .args(["--https-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(stderr_file.reopen().unwrap())
@@ -97,6 +110,9 @@ fn demo_serves_printed_curl_lines() {
         .map(|(_, path)| PathBuf::from(path))
         .expect("the first line names the manifest directory");
     assert!(directory.is_dir(), "{}", directory.display());
+    let http = port_after(&lines, "http://echo.gangway.test:");
+    let https = port_after(&lines, "https://secure.gangway.test:");
+    let admin = port_after(&lines, "Admin: http://127.0.0.1:");
     wait_until_ready(admin, START_TIMEOUT);
 
     // HTTP by host and path.

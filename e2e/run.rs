@@ -1,7 +1,6 @@
 //! End-to-end tests of `gangway run`: the built binary serving a manifest directory through
 //! the proxy, following changes to it, and stopping on SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 mod support;
 
+use support::manifests::{self, INGRESS_CLASS};
 use support::{ChildGuard, free_port, wait_until_ready};
 
 /// Generous bounds, because other builds may load the machine.
@@ -20,49 +20,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a change to the directory may take to show in responses. The provider publishes
 /// within milliseconds; the bound only keeps a failing test from hanging.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn manifests(backend: SocketAddr) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {{name: gangway}}
-spec: {{controller: gangway.dev/ingress-controller}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: echo-1
-  labels: {{kubernetes.io/service-name: echo}}
-addressType: IPv4
-endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
-ports: [{{name: http, port: {port}, protocol: TCP}}]
-",
-        ip = backend.ip(),
-        port = backend.port()
-    )
-}
-
-fn ingress(name: &str, host: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: {name}}}
-spec:
-  ingressClassName: gangway
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
-"
-    )
-}
 
 /// Returns the status code of a GET through the proxy for `host`.
 fn status_for_host(http_port: u16, host: &str) -> String {
@@ -108,8 +65,16 @@ fn run_serves_directory_and_follows_changes() {
         .block_on(echo::start("echo", shutdown.clone(), &tracker))
         .unwrap();
     let dir = tempfile::TempDir::new().unwrap();
-    write(dir.path(), "base.yaml", &manifests(backend.address));
-    write(dir.path(), "first.yaml", &ingress("first", "first.test"));
+    let base = manifests::documents(&[
+        INGRESS_CLASS.to_owned(),
+        manifests::backend("echo", &[backend.address]),
+    ]);
+    write(dir.path(), "base.yaml", &base);
+    write(
+        dir.path(),
+        "first.yaml",
+        &manifests::ingress("first", "first.test", "echo"),
+    );
 
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
@@ -134,7 +99,11 @@ fn run_serves_directory_and_follows_changes() {
     assert_eq!(status_for_host(http, "second.test"), "404");
 
     // A new file goes live.
-    write(dir.path(), "second.yaml", &ingress("second", "second.test"));
+    write(
+        dir.path(),
+        "second.yaml",
+        &manifests::ingress("second", "second.test", "echo"),
+    );
     wait_for_status(http, "second.test", "200", CHANGE_TIMEOUT);
 
     // A broken rewrite keeps the last valid version.
@@ -172,15 +141,44 @@ fn run_serves_directory_and_follows_changes() {
 }
 
 #[test]
-fn run_without_manifests_exits_two() {
+fn missing_kubeconfig_exits_one() {
     let output = Command::new(env!("CARGO_BIN_EXE_gangway"))
-        .arg("run")
+        .args(["run", "--kubeconfig", "/nonexistent/gangway-kubeconfig"])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env_remove("GANGWAY_MANIFESTS")
         .output()
         .expect("failed to run gangway");
     let stderr = String::from_utf8_lossy(&output.stderr);
 
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed to start cluster mode"), "{stderr}");
+    assert!(
+        stderr.contains("failed to read kubeconfig /nonexistent/gangway-kubeconfig"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn manifests_with_cluster_flag_exits_two() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gangway"))
+        .args([
+            "run",
+            "--manifests",
+            "examples",
+            "--watch-namespace",
+            "apps",
+        ])
+        .output()
+        .expect("failed to run gangway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cluster mode is not built yet"), "{stderr}");
-    assert!(output.stdout.is_empty());
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert!(stderr.contains("--watch-namespace"), "{stderr}");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::compile::CompileOptions;
+use crate::store::ObjectKey;
 
 /// Gangway: a Kubernetes ingress controller with an in-process proxy.
 #[derive(Debug, Parser)]
@@ -24,9 +25,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve traffic for the Ingresses in a manifest directory (`--manifests`), reloading on
-    /// every change.
-    Run(RunArgs),
+    /// Serve traffic for the Ingresses of a Kubernetes cluster, or of a manifest directory
+    /// with `--manifests`, following every change.
+    // Boxed because it is many times larger than the other variants.
+    Run(Box<RunArgs>),
     /// Compile a manifest directory without serving, print the routing table and every
     /// problem, and exit 1 when any problem is an error.
     Check(CheckArgs),
@@ -76,8 +78,16 @@ pub enum LogFormat {
 pub struct RunArgs {
     /// Directory of Kubernetes manifests (YAML or JSON, read recursively) to serve without a
     /// cluster. Without it, Gangway reads from the Kubernetes API.
-    #[arg(long, env = "GANGWAY_MANIFESTS", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "GANGWAY_MANIFESTS",
+        value_name = "DIR",
+        conflicts_with = CLUSTER_GROUP
+    )]
     pub manifests: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// Address of the plain HTTP listener.
     #[arg(long, env = "GANGWAY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -91,13 +101,13 @@ pub struct RunArgs {
     #[arg(long, env = "GANGWAY_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
     pub admin_listen: SocketAddr,
 
-    /// Port that clients use for plain HTTP, as seen in front of any port mapping; used in
-    /// redirects from HTTPS to HTTP.
+    /// Port that clients use for plain HTTP, as seen in front of any port mapping; sent in
+    /// X-Forwarded-Port. 0 means the port the HTTP listener is bound to.
     #[arg(long, env = "GANGWAY_HTTP_PUBLIC_PORT", default_value_t = 80)]
     pub http_public_port: u16,
 
     /// Port that clients use for HTTPS, as seen in front of any port mapping; used in
-    /// redirects from HTTP to HTTPS.
+    /// redirects from HTTP to HTTPS. 0 means the port the HTTPS listener is bound to.
     #[arg(long, env = "GANGWAY_HTTPS_PUBLIC_PORT", default_value_t = 443)]
     pub https_public_port: u16,
 
@@ -146,6 +156,70 @@ pub struct RunArgs {
     /// Time that requests in flight get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// Group id of the cluster-mode flags, which `--manifests` conflicts with.
+const CLUSTER_GROUP: &str = "cluster";
+
+/// Flags of `gangway run` that only apply in cluster mode, without `--manifests`.
+#[derive(Clone, Debug, Default, Args)]
+#[group(id = CLUSTER_GROUP, multiple = true)]
+pub struct ClusterArgs {
+    /// Kubeconfig file to use [default: KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// service account].
+    #[arg(long, env = "GANGWAY_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch Ingresses, Services, EndpointSlices and Secrets in this namespace only
+    /// [default: all namespaces]. IngressClasses are always watched cluster-wide.
+    #[arg(long, env = "GANGWAY_WATCH_NAMESPACE", value_name = "NAMESPACE", value_parser = parse_name)]
+    pub watch_namespace: Option<String>,
+
+    /// Service whose addresses go into the `status.loadBalancer` of Gangway's Ingresses.
+    #[arg(
+        long,
+        env = "GANGWAY_PUBLISH_SERVICE",
+        value_name = "NAMESPACE/NAME",
+        value_parser = parse_publish_service
+    )]
+    pub publish_service: Option<ObjectKey>,
+
+    /// Fixed address for the status of Gangway's Ingresses: an IP address, or else a host
+    /// name. Repeat the flag or separate addresses with commas. Replaces --publish-service.
+    #[arg(
+        long,
+        env = "GANGWAY_PUBLISH_ADDRESS",
+        value_name = "ADDRESS",
+        value_delimiter = ',',
+        value_parser = parse_publish_address
+    )]
+    pub publish_address: Vec<String>,
+
+    /// Namespace of the leader election Lease [default: POD_NAMESPACE, else `default`].
+    #[arg(long, env = "GANGWAY_LEADER_ELECTION_NAMESPACE", value_name = "NAMESPACE", value_parser = parse_name)]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader election Lease. Replicas that share it elect one leader, which
+    /// alone writes Ingress status and Events.
+    #[arg(
+        long,
+        env = "GANGWAY_LEADER_ELECTION_LEASE",
+        value_name = "NAME",
+        default_value = "gangway-leader",
+        value_parser = parse_name
+    )]
+    pub leader_election_lease: String,
+}
+
+impl ClusterArgs {
+    /// Returns the `--leader-election-namespace` value, else the non-empty `pod_namespace`
+    /// (the chart sets POD_NAMESPACE from the downward API), else `default`.
+    pub fn leader_election_namespace(&self, pod_namespace: Option<String>) -> String {
+        self.leader_election_namespace
+            .clone()
+            .or(pod_namespace.filter(|namespace| !namespace.is_empty()))
+            .unwrap_or_else(|| "default".to_owned())
+    }
 }
 
 /// Output format of `gangway check`.
@@ -197,6 +271,44 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .map_err(|error| format!("invalid log filter: {error}"))
 }
 
+/// Checks a namespace or object name: a non-empty name without `/`, as the API server
+/// accepts in a URL path segment.
+fn parse_name(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if value.contains('/') {
+        return Err(format!("invalid name {value:?}: must not contain '/'"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Parses `--publish-service NAMESPACE/NAME`.
+fn parse_publish_service(value: &str) -> Result<ObjectKey, String> {
+    let usage =
+        || format!("invalid Service {value:?}: expected NAMESPACE/NAME, such as gangway/gangway");
+    let (namespace, name) = value.split_once('/').ok_or_else(usage)?;
+    if namespace.is_empty() || name.is_empty() || name.contains('/') {
+        return Err(usage());
+    }
+    Ok(ObjectKey::new(namespace, name))
+}
+
+/// Checks one `--publish-address` value, so that a stray comma is a usage error instead of an
+/// empty address in Ingress status.
+fn parse_publish_address(value: &str) -> Result<String, String> {
+    let address = value.trim();
+    if address.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if address.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid address {value:?}: must not contain spaces"
+        ));
+    }
+    Ok(address.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -209,7 +321,7 @@ mod tests {
 
     fn run_args(arguments: &[&str]) -> RunArgs {
         match parse(arguments).unwrap().command {
-            Command::Run(args) => args,
+            Command::Run(args) => *args,
             other => panic!("expected run, parsed {other:?}"),
         }
     }
@@ -243,6 +355,100 @@ mod tests {
         assert_eq!(args.upstream_connect_timeout, Duration::from_secs(5));
         assert_eq!(args.upstream_response_timeout, Duration::from_secs(60));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(args.cluster.kubeconfig, None);
+        assert_eq!(args.cluster.watch_namespace, None);
+        assert_eq!(args.cluster.publish_service, None);
+        assert!(args.cluster.publish_address.is_empty());
+        assert_eq!(args.cluster.leader_election_namespace, None);
+        assert_eq!(args.cluster.leader_election_lease, "gangway-leader");
+    }
+
+    #[test]
+    fn cluster_flags_are_parsed() {
+        let args = run_args(&[
+            "run",
+            "--kubeconfig",
+            "/etc/gangway/kubeconfig",
+            "--watch-namespace",
+            "apps",
+            "--publish-service",
+            "gangway/gangway",
+            "--publish-address",
+            "203.0.113.7,edge.example.com",
+            "--publish-address",
+            "2001:db8::7",
+            "--leader-election-namespace",
+            "gangway",
+            "--leader-election-lease",
+            "edge-leader",
+        ]);
+
+        let cluster = &args.cluster;
+        assert_eq!(
+            cluster.kubeconfig,
+            Some(PathBuf::from("/etc/gangway/kubeconfig"))
+        );
+        assert_eq!(cluster.watch_namespace.as_deref(), Some("apps"));
+        assert_eq!(
+            cluster.publish_service,
+            Some(ObjectKey::new("gangway", "gangway"))
+        );
+        assert_eq!(
+            cluster.publish_address,
+            ["203.0.113.7", "edge.example.com", "2001:db8::7"]
+        );
+        assert_eq!(
+            cluster.leader_election_namespace.as_deref(),
+            Some("gangway")
+        );
+        assert_eq!(cluster.leader_election_lease, "edge-leader");
+    }
+
+    #[test]
+    fn lease_namespace_falls_back() {
+        let unset = ClusterArgs::default();
+        let set = ClusterArgs {
+            leader_election_namespace: Some("edge".to_owned()),
+            ..ClusterArgs::default()
+        };
+
+        assert_eq!(unset.leader_election_namespace(None), "default");
+        assert_eq!(
+            unset.leader_election_namespace(Some(String::new())),
+            "default"
+        );
+        assert_eq!(
+            unset.leader_election_namespace(Some("gangway".to_owned())),
+            "gangway"
+        );
+        assert_eq!(
+            set.leader_election_namespace(Some("gangway".to_owned())),
+            "edge"
+        );
+    }
+
+    #[test]
+    fn manifests_conflict_with_cluster_flags() {
+        let cluster_flags: &[&[&str]] = &[
+            &["--kubeconfig", "/tmp/kubeconfig"],
+            &["--watch-namespace", "apps"],
+            &["--publish-service", "gangway/gangway"],
+            &["--publish-address", "203.0.113.7"],
+            &["--leader-election-namespace", "gangway"],
+            &["--leader-election-lease", "edge-leader"],
+        ];
+        for flag in cluster_flags {
+            let arguments: Vec<&str> = ["run", "--manifests", "/srv/manifests"]
+                .into_iter()
+                .chain(flag.iter().copied())
+                .collect();
+            let error = parse(&arguments).expect_err(&format!("{arguments:?} parsed"));
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{arguments:?}"
+            );
+        }
     }
 
     #[test]
@@ -289,6 +495,23 @@ mod tests {
                 "invalid log filter",
                 &["run", "--log-level", "gangway=loud"],
             ),
+            (
+                "publish Service without namespace",
+                &["run", "--publish-service", "gangway"],
+            ),
+            (
+                "publish Service with empty name",
+                &["run", "--publish-service", "gangway/"],
+            ),
+            (
+                "publish Service with two slashes",
+                &["run", "--publish-service", "a/b/c"],
+            ),
+            (
+                "empty publish address",
+                &["run", "--publish-address", "203.0.113.7,"],
+            ),
+            ("empty watch namespace", &["run", "--watch-namespace", ""]),
             ("check without directory", &["check"]),
             (
                 "unknown check output",

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::{DemoArgs, LogFormat};
 use crate::compile::CompileOptions;
 use crate::proxy::ProxyConfig;
-use crate::run::{self, Listening, RunError, ServeConfig};
+use crate::run::{self, Listening, RunError, ServeConfig, Source};
 
 /// How long the echo backends get to finish their connections after the proxy stopped.
 const ECHO_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,16 +92,16 @@ fn serve_demo(args: &DemoArgs) -> Result<(), DemoError> {
     tracing::info!(directory = %directory.path().display(), "wrote the demo manifests");
 
     let config = ServeConfig {
-        manifests: directory.path().to_owned(),
+        source: Source::Manifests(directory.path().to_owned()),
         compile: CompileOptions::default(),
         proxy: ProxyConfig {
             http_listen: args.http_listen,
             https_listen: args.https_listen,
             worker_threads: run::default_worker_threads(),
-            // Redirects name the ports the demo listens on, as there is no port mapping in
-            // front of it. NOTE: with port 0 in a flag, redirects name port 0.
-            http_public_port: args.http_listen.port(),
-            https_public_port: args.https_listen.port(),
+            // Redirects name the ports the demo is bound to, as there is no port mapping in
+            // front of it; 0 makes the proxy use the bound ports, also when a flag asks for 0.
+            http_public_port: 0,
+            https_public_port: 0,
             client_header_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
             upstream_connect_timeout: Duration::from_secs(5),

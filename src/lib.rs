@@ -6,6 +6,7 @@
 pub mod check;
 pub mod cli;
 pub mod compile;
+pub mod controller;
 pub mod demo;
 pub mod live;
 pub mod metrics;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => gangway::run::run(args),
+        Command::Run(args) => gangway::run::run(*args),
         Command::Check(args) => gangway::check::check(&args),
         Command::Demo(args) => gangway::demo::demo(args),
     }

@@ -1,5 +1,5 @@
-//! `gangway run`: wires logging, the provider, the admin listener and the proxy, and shuts
-//! them down in order on SIGTERM or SIGINT.
+//! `gangway run`: wires logging, the provider (a manifest directory or the Kubernetes API),
+//! the admin listener and the proxy, and shuts them down in order on SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -16,13 +16,12 @@ use crate::cli::{LogFormat, RunArgs};
 use crate::compile::CompileOptions;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::provider::kube::{self as cluster, ClusterError, ClusterOptions};
 use crate::provider::manifests::{ManifestError, ManifestProvider};
 use crate::proxy::{self, Proxy, ProxyConfig, ProxyError};
 
 /// Exit code when Gangway fails to start or stops on an error.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for a command line that requests something not built yet.
-pub const EXIT_USAGE: u8 = 2;
 
 /// Errors that stop `gangway run`.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +47,32 @@ pub enum RunError {
     /// The manifest provider could not start.
     #[error(transparent)]
     Manifests(#[from] ManifestError),
+    /// Cluster mode could not start, for example on an unreadable kubeconfig.
+    #[error("failed to start cluster mode")]
+    Cluster(#[from] ClusterError),
+    /// The provider task panicked.
+    #[error("the provider task failed: {0}")]
+    ProviderTask(#[source] tokio::task::JoinError),
     /// The proxy could not start.
     #[error("failed to start the proxy: {0}")]
     Proxy(#[from] ProxyError),
 }
 
+/// Source of the objects that `serve` routes traffic for.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A manifest directory, reloaded on every change (standalone mode).
+    Manifests(PathBuf),
+    /// The Kubernetes API (cluster mode). `ServeConfig::compile` replaces the options'
+    /// `compile` field, so both modes select objects the same way.
+    Cluster(Box<ClusterOptions>),
+}
+
 /// Everything `serve` needs, resolved from the flags.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// The manifest directory.
-    pub manifests: PathBuf,
+    /// Source of the objects.
+    pub source: Source,
     /// Options that select Gangway's objects.
     pub compile: CompileOptions,
     /// Listeners, timeouts and threads of the proxy.
@@ -81,16 +96,12 @@ pub struct Listening {
 /// Runs `gangway run` and returns the process exit code.
 pub fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, args.log_level.as_deref());
-    let Some(manifests) = args.manifests.clone() else {
-        // TODO: watch the Kubernetes API (Ingresses, IngressClasses, Services,
-        // EndpointSlices, Secrets) with kube-rs reflectors when `--manifests` is absent.
-        tracing::error!(
-            "cluster mode is not built yet: give --manifests DIR to serve a directory of manifests"
-        );
-        return ExitCode::from(EXIT_USAGE);
+    let source = match &args.manifests {
+        Some(directory) => Source::Manifests(directory.clone()),
+        None => Source::Cluster(Box::new(cluster_options(&args))),
     };
     let config = ServeConfig {
-        manifests,
+        source,
         compile: args.selection.compile_options(),
         proxy: proxy_config(&args),
         admin_listen: args.admin_listen,
@@ -98,9 +109,33 @@ pub fn run(args: RunArgs) -> ExitCode {
     match serve(config, CancellationToken::new(), |_| {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "failed to run gangway");
+            // As a `dyn Error`, the log line also carries the causes, such as the I/O error
+            // behind an unreadable kubeconfig.
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "failed to run gangway"
+            );
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// Builds the cluster-mode settings from the flags and from the POD_NAME and POD_NAMESPACE
+/// variables that the chart sets from the downward API.
+pub fn cluster_options(args: &RunArgs) -> ClusterOptions {
+    let flags = &args.cluster;
+    ClusterOptions {
+        kubeconfig: flags.kubeconfig.clone(),
+        watch_namespace: flags.watch_namespace.clone(),
+        compile: args.selection.compile_options(),
+        publish_service: flags.publish_service.clone(),
+        publish_address: flags.publish_address.clone(),
+        leader_election_namespace: flags
+            .leader_election_namespace(std::env::var("POD_NAMESPACE").ok()),
+        leader_election_lease: flags.leader_election_lease.clone(),
+        // `default_identity` reads POD_NAME first.
+        identity: cluster::default_identity(),
+        ..ClusterOptions::default()
     }
 }
 
@@ -150,19 +185,22 @@ pub fn init_logging(format: LogFormat, filter: Option<&str>) {
     let _ = installed;
 }
 
-/// Serves the manifests in `config.manifests` until SIGTERM, SIGINT or `shutdown`.
+/// Serves the objects of `config.source` until SIGTERM, SIGINT or `shutdown`.
 ///
-/// Order matters: the first snapshot is published before the proxy accepts, so `/readyz`
-/// turns 200 only once routes are live. On shutdown the provider and the admin listener stop
-/// first, then the proxy drains requests in flight for up to the shutdown timeout.
-/// `on_listening` runs once every listener is bound.
+/// `/readyz` turns 200 only once a snapshot is live: the manifest provider publishes its
+/// first snapshot before the proxy accepts, and cluster mode publishes once every watch has
+/// listed. On shutdown the provider and the admin listener stop first, then the proxy drains
+/// requests in flight for up to the shutdown timeout. `on_listening` runs once every listener
+/// is bound. A provider that stops on its own (cluster mode with an unusable kubeconfig) stops
+/// everything and its error is returned.
 pub fn serve(
     config: ServeConfig,
     shutdown: CancellationToken,
     on_listening: impl FnOnce(&Listening),
 ) -> Result<(), RunError> {
-    // The provider, the admin listener and signal handling need little, so one thread serves
-    // them. The proxy runs its own worker threads.
+    // The provider's event loop, the admin listener and signal handling need little, so one
+    // thread serves them. The manifest provider reads and compiles on a thread of its own, and
+    // the proxy runs its own worker threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("gangway-control")
@@ -186,9 +224,22 @@ pub fn serve(
             address: config.admin_listen,
             source,
         })?;
-    let provider = {
-        let _context = runtime.enter();
-        ManifestProvider::start(&config.manifests, config.compile, live.clone())?
+    let provider = match config.source {
+        Source::Manifests(directory) => {
+            // TODO: serve the admin listener during this first read as well, so that
+            // `/healthz` answers while a large directory loads at start. Until then its
+            // connections wait in the listen queue, and later reads run off this thread.
+            let _context = runtime.enter();
+            Provider::Manifests(ManifestProvider::start(
+                &directory,
+                config.compile,
+                live.clone(),
+            )?)
+        }
+        Source::Cluster(mut options) => {
+            options.compile = config.compile;
+            Provider::Cluster(options)
+        }
     };
 
     let default_certificate = proxy::generate_default_certificate()?;
@@ -212,35 +263,67 @@ pub fn serve(
     on_listening(&listening);
 
     let stopped = runtime.block_on(async {
-        let provider_task = tokio::spawn(provider.run(shutdown.clone()));
+        let mut provider_task = tokio::spawn(provider.run(live.clone(), shutdown.clone()));
         let mut admin_task = tokio::spawn(proxy::admin::serve(
             admin_listener,
             live.clone(),
             shutdown.clone(),
         ));
-        // The admin listener ends early only on an accept error. Gangway then stops, because
-        // probes that cannot connect would get it restarted anyway.
-        let admin_result = tokio::select! {
-            () = signals.wait(&shutdown) => None,
-            result = &mut admin_task => Some(result),
+        // The admin listener ends early only on an accept error, and the provider only when
+        // it cannot start. Gangway then stops: probes that cannot connect would get it
+        // restarted anyway, and a replica that never gets routes should not look alive.
+        let early = tokio::select! {
+            () = signals.wait(&shutdown) => Early::Signal,
+            result = &mut admin_task => Early::Admin(result),
+            result = &mut provider_task => Early::Provider(result),
         };
         shutdown.cancel();
-        let admin_result = match admin_result {
-            Some(result) => result,
-            None => admin_task.await,
+        let (admin_result, provider_result) = match early {
+            Early::Signal => (admin_task.await, provider_task.await),
+            Early::Admin(admin) => (admin, provider_task.await),
+            Early::Provider(provider) => (admin_task.await, provider),
         };
-        if let Err(error) = provider_task.await {
-            tracing::error!(%error, "manifest provider task failed");
-        }
-        match admin_result {
+        let provider_result = match provider_result {
+            Ok(result) => result,
+            Err(error) => Err(RunError::ProviderTask(error)),
+        };
+        let admin_result = match admin_result {
             Ok(result) => result.map_err(RunError::Admin),
             Err(error) => Err(RunError::Admin(std::io::Error::other(error))),
-        }
+        };
+        provider_result.and(admin_result)
     });
 
     proxy.join();
     tracing::info!("gangway stopped");
     stopped
+}
+
+/// The running provider: the manifest watcher, or the settings of cluster mode, which
+/// connects once `run` starts.
+enum Provider {
+    Manifests(ManifestProvider),
+    Cluster(Box<ClusterOptions>),
+}
+
+impl Provider {
+    /// Runs until `shutdown` is cancelled. Returns early only when cluster mode cannot start.
+    async fn run(self, live: Arc<Live>, shutdown: CancellationToken) -> Result<(), RunError> {
+        match self {
+            Self::Manifests(provider) => {
+                provider.run(shutdown).await;
+                Ok(())
+            }
+            Self::Cluster(options) => Ok(cluster::run(*options, live, shutdown).await?),
+        }
+    }
+}
+
+/// Event that ended the wait for a stop signal.
+enum Early<A, P> {
+    Signal,
+    Admin(A),
+    Provider(P),
 }
 
 /// Handlers for SIGTERM and SIGINT, installed before anything starts so that a signal during

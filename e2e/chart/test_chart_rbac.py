@@ -13,10 +13,7 @@ READ_VERBS = {"get", "list", "watch"}
 
 # Every (apiGroup, resource, verb) the controller may write with.
 ALLOWED_WRITES = {
-    ("networking.k8s.io", "ingresses/status", "update"),
     ("networking.k8s.io", "ingresses/status", "patch"),
-    ("", "events", "create"),
-    ("", "events", "patch"),
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
     ("coordination.k8s.io", "leases", "create"),
@@ -80,8 +77,12 @@ def test_cluster_role_covers_all_namespaces(default_documents: list[Document]) -
 
     assert reads_of(cluster_role) == NAMESPACED_READS | {("networking.k8s.io", "ingressclasses")}
     assert ("networking.k8s.io", "ingresses", "update") not in role_permissions(cluster_role)
-    assert ("networking.k8s.io", "ingresses/status", "update") in role_permissions(cluster_role)
+    assert ("networking.k8s.io", "ingresses/status", "patch") in role_permissions(cluster_role)
+    assert ("networking.k8s.io", "ingresses/status", "update") not in role_permissions(cluster_role)
     assert ("events.k8s.io", "events", "create") in role_permissions(cluster_role)
+    assert ("events.k8s.io", "events", "patch") in role_permissions(cluster_role)
+    # Cluster mode sends Events through events.k8s.io only.
+    assert ("", "events", "create") not in role_permissions(cluster_role)
 
 
 def test_lease_access_limited_to_own_lease(default_documents: list[Document]) -> None:
@@ -114,7 +115,7 @@ def test_watch_namespace_moves_rules_to_role(render_chart: Renderer) -> None:
     assert len(watched) == 1
     assert reads_of(watched[0]) == NAMESPACED_READS
     assert ("networking.k8s.io", "ingresses/status", "patch") in role_permissions(watched[0])
-    assert ("", "events", "create") in role_permissions(watched[0])
+    assert ("events.k8s.io", "events", "create") in role_permissions(watched[0])
 
     # The published Service lives in the release namespace, outside "apps".
     release_role = [role for role in objects_of_kind(documents, "Role") if role["metadata"]["namespace"] == "gangway"]

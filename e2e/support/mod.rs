@@ -1,4 +1,13 @@
 //! Helpers shared by the end-to-end tests that start the `gangway` binary.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod body;
+pub mod clients;
+pub mod gangway;
+pub mod manifests;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};

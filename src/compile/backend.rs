@@ -1,10 +1,10 @@
 //! Backend resolution: an Ingress backend to a Service port, and the Service port to the
 //! endpoints listed in its EndpointSlices.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::networking::v1::IngressBackend;
 
@@ -21,16 +21,26 @@ use crate::store::{ObjectKey, ObjectRef, Store};
 /// detail because any client can read it. The Problem carries the detail.
 const UNAVAILABLE_BODY: &str = "backend unavailable\n";
 
+/// Position of an `http.paths[]` entry in its Ingress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PathPosition {
+    /// Index into `spec.rules`.
+    pub(crate) rule: usize,
+    /// Index into `http.paths`.
+    pub(crate) path: usize,
+}
+
+impl fmt::Display for PathPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
 /// Position of a backend in its Ingress, for the field paths of problems.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum BackendField {
     /// `spec.rules[rule].http.paths[path].backend`.
-    Path {
-        /// Index into `spec.rules`.
-        rule: usize,
-        /// Index into `http.paths`.
-        path: usize,
-    },
+    Path(PathPosition),
     /// `spec.defaultBackend`.
     Default,
 }
@@ -38,16 +48,14 @@ pub(crate) enum BackendField {
 impl fmt::Display for BackendField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendField::Path { rule, path } => {
-                write!(f, "spec.rules[{rule}].http.paths[{path}].backend")
-            }
+            BackendField::Path(position) => write!(f, "{position}.backend"),
             BackendField::Default => f.write_str("spec.defaultBackend"),
         }
     }
 }
 
 /// A Service port as an Ingress backend names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum PortRef<'a> {
     /// `port.number`.
     Number(u16),
@@ -263,8 +271,10 @@ pub(crate) struct Backends<'a> {
     store: &'a Store,
     /// EndpointSlices by Service.
     endpoints: EndpointIndex<'a>,
-    /// Results by backend id, so routes that name the same backend share one `Arc<Backend>`.
-    resolved: HashMap<String, Result<Arc<Backend>, BackendError>>,
+    /// Results by (namespace, Service name, port as written), so routes that name the same
+    /// backend share one `Arc<Backend>`. The key borrows from the store, so a lookup
+    /// allocates nothing.
+    resolved: HashMap<(&'a str, &'a str, PortRef<'a>), Result<Arc<Backend>, BackendError>>,
     /// (Ingress, backend id) pairs already warned about missing ready endpoints.
     warned: HashSet<(ObjectKey, Arc<str>)>,
     unavailable_body: Arc<str>,
@@ -276,7 +286,7 @@ impl<'a> Backends<'a> {
         Self {
             store,
             endpoints: EndpointIndex::new(store),
-            resolved: HashMap::new(),
+            resolved: HashMap::with_capacity(store.services.len()),
             warned: HashSet::new(),
             unavailable_body: Arc::from(UNAVAILABLE_BODY),
         }
@@ -289,8 +299,8 @@ impl<'a> Backends<'a> {
     /// still forwards (the proxy responds with 503 until endpoints appear) and adds a Warning.
     pub(crate) fn compile_action(
         &mut self,
-        ingress: &ObjectKey,
-        backend: &IngressBackend,
+        ingress: &'a ObjectKey,
+        backend: &'a IngressBackend,
         field: BackendField,
         problems: &mut Problems,
     ) -> RouteAction {
@@ -298,15 +308,16 @@ impl<'a> Backends<'a> {
             Ok(service_ref) => service_ref,
             Err(error) => return self.unavailable(ingress, field, None, &error, problems),
         };
-        let id = format!(
-            "{}/{}:{}",
-            ingress.namespace, service_ref.name, service_ref.port
+        let cache_key = (
+            ingress.namespace.as_str(),
+            service_ref.name,
+            service_ref.port,
         );
-        if !self.resolved.contains_key(&id) {
-            let result = self.resolve(&id, &ingress.namespace, service_ref, problems);
-            self.resolved.insert(id.clone(), result);
+        if !self.resolved.contains_key(&cache_key) {
+            let result = self.resolve(&ingress.namespace, service_ref, problems);
+            self.resolved.insert(cache_key, result);
         }
-        match &self.resolved[&id] {
+        match &self.resolved[&cache_key] {
             Ok(backend) => {
                 let backend = backend.clone();
                 self.warn_without_ready_endpoints(ingress, field, &backend, problems);
@@ -374,9 +385,10 @@ impl<'a> Backends<'a> {
         }
     }
 
+    /// Resolves a backend to its Service port and endpoints, adding problems about the
+    /// Service and its EndpointSlices.
     fn resolve(
         &self,
-        id: &str,
         namespace: &str,
         service_ref: ServiceRef<'_>,
         problems: &mut Problems,
@@ -387,6 +399,7 @@ impl<'a> Backends<'a> {
                 service: service_key,
             });
         };
+
         let spec = service.spec.as_ref();
         if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
             // TODO: resolve ExternalName Services to their DNS name once the proxy can
@@ -395,6 +408,7 @@ impl<'a> Backends<'a> {
                 service: service_key,
             });
         }
+
         let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
         // A Service port outside 1-65535 cannot be valid, so it matches no backend.
         let found = ports.iter().enumerate().find_map(|(index, port)| {
@@ -412,10 +426,12 @@ impl<'a> Backends<'a> {
                 available: describe_ports(ports),
             });
         };
+
         let protocol = protocol(&service_key, port_index, service_port, problems);
         let endpoints = self
             .endpoints
             .endpoints(&service_key, service_port, problems);
+        let id = format!("{namespace}/{}:{}", service_ref.name, service_ref.port);
         Ok(Arc::new(Backend::new(
             id,
             service_key,

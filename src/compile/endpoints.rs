@@ -1,9 +1,9 @@
 //! Endpoints of a Service port, read from the EndpointSlices that carry the Service's
 //! `kubernetes.io/service-name` label.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
 
@@ -55,7 +55,7 @@ impl<'a> EndpointIndex<'a> {
     /// Indexes the EndpointSlices of `store`. A slice without the Service label belongs to no
     /// Service and is left out.
     pub(crate) fn new(store: &'a Store) -> Self {
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        let mut slices: HashMap<_, Vec<_>> = HashMap::with_capacity(store.endpoint_slices.len());
         for (key, slice) in &store.endpoint_slices {
             let service = slice
                 .metadata
@@ -115,16 +115,19 @@ impl<'a> EndpointIndex<'a> {
                 continue;
             };
             for (index, endpoint) in slice.endpoints.iter().enumerate() {
-                let target = match endpoint_use(endpoint) {
-                    EndpointUse::Ready => &mut ready,
-                    EndpointUse::Terminating => &mut terminating,
+                let (target, is_terminating) = match endpoint_use(endpoint) {
+                    EndpointUse::Ready => (&mut ready, false),
+                    EndpointUse::Terminating => (&mut terminating, true),
                     EndpointUse::Unused => continue,
                 };
                 let Some(address) = endpoint.addresses.first() else {
                     continue;
                 };
                 match address.parse::<IpAddr>() {
-                    Ok(ip) => target.push(SocketAddr::new(ip, slice_port)),
+                    Ok(ip) => target.push(Endpoint {
+                        address: SocketAddr::new(ip, slice_port),
+                        terminating: is_terminating,
+                    }),
                     Err(_) => problems.push(Problem::error(
                         ObjectRef::new("EndpointSlice", (*slice_key).clone()),
                         format!("endpoints[{index}].addresses[0]"),
@@ -134,21 +137,11 @@ impl<'a> EndpointIndex<'a> {
                 }
             }
         }
-        let (mut addresses, is_terminating) = if ready.is_empty() {
-            (terminating, true)
-        } else {
-            (ready, false)
-        };
+        let mut endpoints = if ready.is_empty() { terminating } else { ready };
         // Sorted and without duplicates: slices of one Service may overlap while the
         // EndpointSlice controller moves endpoints between them.
-        addresses.sort_unstable();
-        addresses.dedup();
-        addresses
-            .into_iter()
-            .map(|address| Endpoint {
-                address,
-                terminating: is_terminating,
-            })
-            .collect()
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        endpoints
     }
 }

@@ -1,12 +1,13 @@
 //! Ingress rules: hosts and paths into virtual hosts and routes, and `spec.defaultBackend`
 //! into default routes.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
+use foldhash::HashMap;
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, IngressBackend, IngressRule};
 
-use super::backend::{BackendField, Backends};
+use super::backend::{BackendField, Backends, PathPosition};
 use super::problems::Problems;
 use super::select::OwnedIngress;
 use super::tls::TlsConfig;
@@ -30,11 +31,11 @@ const CATCH_ALL_HOST: &str = "*";
 #[derive(Debug, Default)]
 pub(crate) struct Routing {
     /// Named virtual hosts, by host.
-    hosts: BTreeMap<HostName, VirtualHost>,
+    hosts: HashMap<HostName, VirtualHost>,
     /// Rules without a host and default backends.
     catch_all: Option<VirtualHost>,
     /// Backends of the routes in the tables, by id.
-    backends: BTreeMap<Arc<str>, Arc<Backend>>,
+    backends: HashMap<Arc<str>, Arc<Backend>>,
 }
 
 impl Routing {
@@ -70,6 +71,10 @@ impl Routing {
 
     /// Builds the snapshot from the routing and the certificate table.
     pub(crate) fn into_snapshot(self, certificates: CertificateTable) -> Snapshot {
+        // Sorted by id, as `Snapshot::backends` promises; ids are unique.
+        let mut backends: Vec<Arc<Backend>> = self.backends.into_values().collect();
+        backends.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+
         let mut hosts = HostTable::default();
         for (host, virtual_host) in self.hosts {
             // Keys are distinct hosts, so no insert can conflict.
@@ -80,8 +85,7 @@ impl Routing {
             hosts,
             catch_all: self.catch_all.map(Arc::new),
             certificates,
-            // BTreeMap iteration order: sorted by id, as `Snapshot::backends` promises.
-            backends: self.backends.into_values().collect(),
+            backends,
         }
     }
 }
@@ -98,16 +102,16 @@ pub(crate) struct RoutingContext<'c, 's> {
     pub(crate) routing: &'c mut Routing,
 }
 
-impl RoutingContext<'_, '_> {
+impl<'s> RoutingContext<'_, 's> {
     /// Adds the routes of one Ingress. Call in ownership order, oldest first: on a conflict
     /// the route already in place wins.
-    pub(crate) fn compile_ingress(&mut self, owned: OwnedIngress<'_>) {
+    pub(crate) fn compile_ingress(&mut self, owned: OwnedIngress<'s>) {
         let key = owned.key;
         let redirect_allowed = self.ssl_redirect_allowed(owned);
-        let empty = IngressSpec::default();
-        let spec = owned.ingress.spec.as_ref().unwrap_or(&empty);
-        let rules = spec.rules.as_deref().unwrap_or_default();
-        if rules.is_empty() && spec.default_backend.is_none() {
+        let spec = owned.ingress.spec.as_ref();
+        let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or_default();
+        let default_backend = spec.and_then(|s| s.default_backend.as_ref());
+        if rules.is_empty() && default_backend.is_none() {
             self.problems.ingress_error(
                 key,
                 "spec",
@@ -118,101 +122,124 @@ impl RoutingContext<'_, '_> {
             return;
         }
 
-        // Named hosts this Ingress has rules for, in rule order, each once.
-        let mut rule_hosts: Vec<HostName> = Vec::new();
+        // Named hosts this Ingress has rules for, each once.
+        let mut rule_hosts: BTreeSet<HostName> = BTreeSet::new();
         for (rule_index, rule) in rules.iter().enumerate() {
-            let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
-                None => None,
-                Some(host) => match HostName::parse(host) {
-                    Ok(host) => Some(host),
-                    Err(error) => {
-                        self.problems.ingress_error(
-                            key,
-                            format!("spec.rules[{rule_index}].host"),
-                            "InvalidHost",
-                            format!("host `{host}` is invalid: it {error}; the rule is skipped"),
-                        );
-                        continue;
-                    }
-                },
-            };
-            if let Some(host) = &host
-                && !rule_hosts.contains(host)
-            {
-                rule_hosts.push(host.clone());
-            }
-            // A rule without `http` still claims its host, so requests for it do not fall
-            // through to the catch-all.
-            self.routing.ensure_host(host.as_ref());
-            let Some(http) = &rule.http else {
-                continue;
-            };
-            if http.paths.is_empty() {
-                self.problems.ingress_error(
-                    key,
-                    format!("spec.rules[{rule_index}].http.paths"),
-                    "MissingPaths",
-                    "`http.paths` is empty; list at least one path, or remove `http`",
-                );
-            }
-            let https_redirect =
-                redirect_allowed && host.as_ref().is_some_and(|h| self.tls.covers(h));
-            for (path_index, path) in http.paths.iter().enumerate() {
-                // Formatted only for a problem, because most paths have none.
-                let field = || format!("spec.rules[{rule_index}].http.paths[{path_index}]");
-                let path_match = match compile_path_match(&path.path_type, path.path.as_deref()) {
-                    Ok(path_match) => path_match,
-                    Err(error) => {
-                        self.problems.ingress_error(
-                            key,
-                            format!("{}.{}", field(), error.field()),
-                            error.reason(),
-                            format!("{error}; the path is skipped"),
-                        );
-                        continue;
-                    }
-                };
-                let backend_field = BackendField::Path {
-                    rule: rule_index,
-                    path: path_index,
-                };
-                let action =
-                    self.backends
-                        .compile_action(key, &path.backend, backend_field, self.problems);
-                let route = Arc::new(Route {
-                    id: format!(
-                        "ingress/{}/{}/rule/{rule_index}/path/{path_index}",
-                        key.namespace, key.name
-                    )
-                    .into(),
-                    ingress: key.clone(),
-                    path_match: Some(path_match.clone()),
-                    action,
-                    https_redirect,
-                });
-                let virtual_host = self.routing.ensure_host(host.as_ref());
-                match virtual_host.paths.insert(&path_match, route.clone()) {
-                    Ok(()) => self.routing.record_backend(&route),
-                    Err(winner) => self.problems.ingress_error(
-                        key,
-                        format!("{}.path", field()),
-                        "PathConflict",
-                        format!(
-                            "{} path `{}` on host `{}` is already routed by `{}`, which takes \
-                             precedence (older Ingresses first, then rule and path order); \
-                             change the path or remove one of the two",
-                            path_match.type_name(),
-                            path_match.path(),
-                            virtual_host.hostname,
-                            winner.id,
-                        ),
-                    ),
-                }
+            if let Some(host) = self.compile_rule(key, rule_index, rule, redirect_allowed) {
+                rule_hosts.insert(host);
             }
         }
 
-        if let Some(default_backend) = &spec.default_backend {
+        if let Some(default_backend) = default_backend {
             self.compile_default_backend(key, default_backend, &rule_hosts, redirect_allowed);
+        }
+    }
+
+    /// Adds the routes of one rule. Returns the rule's host, or `None` for a rule without a
+    /// host or with an invalid one.
+    fn compile_rule(
+        &mut self,
+        key: &'s ObjectKey,
+        rule_index: usize,
+        rule: &'s IngressRule,
+        redirect_allowed: bool,
+    ) -> Option<HostName> {
+        let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+            None => None,
+            Some(host) => match HostName::parse(host) {
+                Ok(host) => Some(host),
+                Err(error) => {
+                    self.problems.ingress_error(
+                        key,
+                        format!("spec.rules[{rule_index}].host"),
+                        "InvalidHost",
+                        format!("host `{host}` is invalid: it {error}; the rule is skipped"),
+                    );
+                    return None;
+                }
+            },
+        };
+        // A rule without `http` still claims its host, so requests for it do not fall
+        // through to the catch-all.
+        self.routing.ensure_host(host.as_ref());
+        let Some(http) = &rule.http else {
+            return host;
+        };
+        if http.paths.is_empty() {
+            self.problems.ingress_error(
+                key,
+                format!("spec.rules[{rule_index}].http.paths"),
+                "MissingPaths",
+                "`http.paths` is empty; list at least one path, or remove `http`",
+            );
+        }
+        let https_redirect = redirect_allowed && host.as_ref().is_some_and(|h| self.tls.covers(h));
+        for (path_index, path) in http.paths.iter().enumerate() {
+            let position = PathPosition {
+                rule: rule_index,
+                path: path_index,
+            };
+            self.compile_path(key, host.as_ref(), position, path, https_redirect);
+        }
+        host
+    }
+
+    /// Adds the route of one `http.paths[]` entry at `position`, unless the path is invalid or
+    /// an equivalent path on the same host is already routed.
+    fn compile_path(
+        &mut self,
+        key: &'s ObjectKey,
+        host: Option<&HostName>,
+        position: PathPosition,
+        path: &'s HTTPIngressPath,
+        https_redirect: bool,
+    ) {
+        let path_match = match compile_path_match(&path.path_type, path.path.as_deref()) {
+            Ok(path_match) => path_match,
+            Err(error) => {
+                self.problems.ingress_error(
+                    key,
+                    format!("{position}.{}", error.field()),
+                    error.reason(),
+                    format!("{error}; the path is skipped"),
+                );
+                return;
+            }
+        };
+        let action = self.backends.compile_action(
+            key,
+            &path.backend,
+            BackendField::Path(position),
+            self.problems,
+        );
+        let route = Arc::new(Route {
+            id: format!(
+                "ingress/{}/{}/rule/{}/path/{}",
+                key.namespace, key.name, position.rule, position.path
+            )
+            .into(),
+            ingress: key.clone(),
+            path_match: Some(path_match.clone()),
+            action,
+            https_redirect,
+        });
+        let virtual_host = self.routing.ensure_host(host);
+        match virtual_host.paths.insert(&path_match, route.clone()) {
+            Ok(()) => self.routing.record_backend(&route),
+            Err(winner) => self.problems.ingress_error(
+                key,
+                format!("{position}.path"),
+                "PathConflict",
+                format!(
+                    "{} path `{}` on host `{}` is already routed by `{}`, which takes \
+                     precedence (older Ingresses first, then rule and path order); change the \
+                     path or remove one of the two",
+                    path_match.type_name(),
+                    path_match.path(),
+                    virtual_host.hostname,
+                    winner.id,
+                ),
+            ),
         }
     }
 
@@ -220,9 +247,9 @@ impl RoutingContext<'_, '_> {
     /// for, and of the catch-all, unless an older Ingress set it first.
     fn compile_default_backend(
         &mut self,
-        key: &ObjectKey,
-        backend: &IngressBackend,
-        rule_hosts: &[HostName],
+        key: &'s ObjectKey,
+        backend: &'s IngressBackend,
+        rule_hosts: &BTreeSet<HostName>,
         redirect_allowed: bool,
     ) {
         let action =

@@ -1,8 +1,8 @@
 //! Class selection: which Ingresses belong to Gangway, and the order in which they compile.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
+use foldhash::{HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::CompileOptions;
@@ -160,6 +160,8 @@ pub(crate) fn owned_ingresses<'a>(
             None
         })
         .collect();
+    // Oldest first: creationTimestamp ascending, missing timestamps last, then namespace and
+    // name (see `compare_age`).
     owned.sort_by(compare_age);
     owned
 }

@@ -1,10 +1,10 @@
 //! TLS: server certificates from the Secrets that `spec.tls` names, selected by SNI, and the
 //! set of hosts whose plain-HTTP requests are redirected to HTTPS.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::api::core::v1::Secret;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;

@@ -51,6 +51,15 @@ pub enum ManifestError {
         /// The path given.
         path: PathBuf,
     },
+    /// The thread that reads and compiles the manifests could not be started.
+    #[error("failed to start the thread that reads the manifest directory {path}: {source}")]
+    Thread {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error from spawning the thread.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file watcher could not be set up.
     #[error("failed to watch the manifest directory {path}: {source}")]
     Watch {
@@ -88,16 +97,23 @@ fn compile_store(
 }
 
 /// Watches a manifest directory and publishes a snapshot to [`Live`] after each change.
+///
+/// Reading, parsing and compiling run on a thread of their own, because a large directory
+/// takes seconds to compile and the task that follows changes shares its runtime thread with
+/// the admin listener, whose `/healthz` must keep responding meanwhile.
 pub struct ManifestProvider {
-    set: ManifestSet,
-    options: CompileOptions,
-    live: Arc<Live>,
+    root: PathBuf,
     // Dropping the watcher stops its thread and closes `events`, so it lives as long as the
     // provider.
     _watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<Event>>,
-    /// Problems of the last publish, so each one is logged once when it appears.
-    logged_problems: BTreeSet<Problem>,
+    /// Coalesced changes for the publisher thread. Dropping the sender ends that thread once
+    /// its current rescan is done.
+    changes: std::sync::mpsc::Sender<Changes>,
+    /// Cancelled when the provider stops, so that a rescan still running publishes nothing.
+    stopped: CancellationToken,
+    /// The publisher thread, joined only after it ended on its own, to pass its panic on.
+    publisher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ManifestProvider {
@@ -110,6 +126,7 @@ impl ManifestProvider {
         live: Arc<Live>,
     ) -> Result<Self, ManifestError> {
         let mut set = ManifestSet::new(dir)?;
+        let root = set.root().to_owned();
         let (sender, events) = mpsc::unbounded_channel();
         // notify calls this on its own thread. A send fails only once the provider, which owns
         // the receiver, is dropped.
@@ -117,35 +134,53 @@ impl ManifestProvider {
             let _ = sender.send(event);
         })
         .map_err(|source| ManifestError::Watch {
-            path: set.root().to_owned(),
+            path: root.clone(),
             source,
         })?;
         watcher
-            .watch(set.root(), RecursiveMode::Recursive)
+            .watch(&root, RecursiveMode::Recursive)
             .map_err(|source| ManifestError::Watch {
-                path: set.root().to_owned(),
+                path: root.clone(),
                 source,
             })?;
         set.rescan(&Changes::default())?;
         tracing::info!(
-            directory = %set.root().display(),
+            directory = %root.display(),
             files = set.file_count(),
             "watching the manifest directory"
         );
-        let mut provider = Self {
+        let mut publisher = Publisher {
             set,
             options,
             live,
-            _watcher: watcher,
-            events,
             logged_problems: BTreeSet::new(),
         };
-        provider.publish();
-        Ok(provider)
+        publisher.publish();
+
+        let (changes, pending) = std::sync::mpsc::channel();
+        let stopped = CancellationToken::new();
+        let stop = stopped.clone();
+        let publisher = std::thread::Builder::new()
+            .name("gangway-manifests".to_owned())
+            .spawn(move || publisher.follow(&pending, &stop))
+            .map_err(|source| ManifestError::Thread {
+                path: root.clone(),
+                source,
+            })?;
+        Ok(Self {
+            root,
+            _watcher: watcher,
+            events,
+            changes,
+            stopped,
+            publisher: Some(publisher),
+        })
     }
 
     /// Follows changes until `shutdown` is cancelled: collects events for
-    /// [`COALESCE_WINDOW`], rescans, and publishes when something changed.
+    /// [`COALESCE_WINDOW`] and hands them to the publisher thread, which rescans and
+    /// publishes when something changed. Returns without waiting for a rescan in progress,
+    /// which then publishes nothing.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let mut changes = Changes::default();
@@ -174,9 +209,19 @@ impl ManifestProvider {
                     },
                 }
             }
-            self.refresh(&changes);
+            if self.changes.send(changes).is_err() {
+                // The publisher thread ends while the sender lives only when a rescan
+                // panicked. Resuming the panic here fails the provider task, so `serve` stops
+                // with an error.
+                if let Some(publisher) = self.publisher.take()
+                    && let Err(panic) = publisher.join()
+                {
+                    std::panic::resume_unwind(panic);
+                }
+                break;
+            }
         }
-        tracing::info!(directory = %self.set.root().display(), "stopped watching the manifest directory");
+        tracing::info!(directory = %self.root.display(), "stopped watching the manifest directory");
     }
 
     /// Adds the paths of one watcher event to `changes`. Watcher errors and overflowed event
@@ -186,13 +231,13 @@ impl ManifestProvider {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(directory = %self.set.root().display(), %error, "manifest watcher failed; rescanning the whole directory");
+                tracing::warn!(directory = %self.root.display(), %error, "manifest watcher failed; rescanning the whole directory");
                 changes.all = true;
                 return true;
             }
         };
         if event.need_rescan() {
-            tracing::warn!(directory = %self.set.root().display(), "manifest watcher lost events; rescanning the whole directory");
+            tracing::warn!(directory = %self.root.display(), "manifest watcher lost events; rescanning the whole directory");
             changes.all = true;
             return true;
         }
@@ -203,17 +248,55 @@ impl ManifestProvider {
             return false;
         }
         for path in event.paths {
-            if let Ok(relative) = path.strip_prefix(self.set.root()) {
+            if let Ok(relative) = path.strip_prefix(&self.root) {
                 changes.paths.insert(relative.to_owned());
             }
         }
         // Even an event that names no file below the root triggers a relisting.
         true
     }
+}
 
-    /// Rescans and publishes when the files changed.
-    fn refresh(&mut self, changes: &Changes) {
+impl Drop for ManifestProvider {
+    fn drop(&mut self) {
+        self.stopped.cancel();
+    }
+}
+
+/// The files of the directory with the state of the last publish. It lives on the publisher
+/// thread once the provider has started.
+struct Publisher {
+    set: ManifestSet,
+    options: CompileOptions,
+    live: Arc<Live>,
+    /// Problems of the last publish, so each one is logged once when it appears.
+    logged_problems: BTreeSet<Problem>,
+}
+
+impl Publisher {
+    /// Rescans for each batch of changes from `pending` until the provider drops its sender
+    /// or `stopped` is cancelled. Changes that arrived during a rescan are merged into one
+    /// batch, so a burst of edits to a large directory costs one more rescan, not one each.
+    fn follow(mut self, pending: &std::sync::mpsc::Receiver<Changes>, stopped: &CancellationToken) {
+        while let Ok(mut changes) = pending.recv() {
+            for more in pending.try_iter() {
+                changes.all |= more.all;
+                changes.paths.extend(more.paths);
+            }
+            if stopped.is_cancelled() {
+                break;
+            }
+            self.refresh(&changes, stopped);
+        }
+    }
+
+    /// Rescans and publishes when the files changed, unless `stopped` was cancelled
+    /// meanwhile.
+    fn refresh(&mut self, changes: &Changes, stopped: &CancellationToken) {
         match self.set.rescan(changes) {
+            Ok(true) if stopped.is_cancelled() => {
+                tracing::debug!("the manifest provider stopped during a rescan; not publishing");
+            }
             Ok(true) => self.publish(),
             Ok(false) => {
                 tracing::debug!("manifest events changed no file content; not publishing");

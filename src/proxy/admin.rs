@@ -33,9 +33,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time open admin requests get to finish after shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves GET /healthz (200 while alive), /readyz (200 only once live.is_ready(), else 503),
-/// /metrics (live.metrics().encode(), content type application/openmetrics-text; version=1.0.0; charset=utf-8),
-/// /debug/routes (JSON of live.snapshot().route_table(), with its generation; also the problems of live.report()).
+/// Serves the admin endpoints on `listener`:
+/// - `GET /healthz`: 200 while the process is alive.
+/// - `GET /readyz`: 200 once `live.is_ready()`, else 503.
+/// - `GET /metrics`: `live.metrics().encode()`, content type
+///   `application/openmetrics-text; version=1.0.0; charset=utf-8`.
+/// - `GET /debug/routes`: JSON of `live.snapshot().route_table()` with its generation, and
+///   the problems of `live.report()` under `problems`.
 ///
 /// Returns once `shutdown` is cancelled and open requests have finished (5 s at most), or
 /// with the error of a failed `accept`.

@@ -16,14 +16,26 @@ use super::worker::InFlight;
 /// The downstream request body on its way upstream. It records when a frame last moved, so
 /// the wait for the response head can restart while a slow upload still flows.
 pub(super) struct RequestBody {
-    inner: Incoming,
+    /// The downstream body, or `None` for the empty body of a replayed request.
+    inner: Option<Incoming>,
     progress: Rc<Cell<Instant>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; `progress` is set to the time of each frame.
     pub(super) fn new(inner: Incoming, progress: Rc<Cell<Instant>>) -> Self {
-        Self { inner, progress }
+        Self {
+            inner: Some(inner),
+            progress,
+        }
+    }
+
+    /// Builds an empty body, for a request sent again without its downstream body.
+    pub(super) fn empty(progress: Rc<Cell<Instant>>) -> Self {
+        Self {
+            inner: None,
+            progress,
+        }
     }
 }
 
@@ -35,7 +47,10 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if polled.is_ready() {
             self.progress.set(Instant::now());
         }
@@ -43,11 +58,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

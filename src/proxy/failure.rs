@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use http::StatusCode;
 
@@ -24,7 +25,7 @@ impl Side {
     }
 }
 
-/// What went wrong.
+/// Kind of failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FailureKind {
     /// No virtual host or path matches the request.
@@ -87,13 +88,14 @@ impl FailureKind {
     }
 }
 
-/// A classified failure with the error behind it, when there is one.
-#[derive(Debug)]
+/// A classified failure with the error behind it, when there is one. Cloning shares the
+/// error, so requests waiting on one upstream connect can all get its failure.
+#[derive(Clone, Debug)]
 pub(super) struct Failure {
-    /// What went wrong.
+    /// Kind of failure.
     pub(super) kind: FailureKind,
     /// The underlying error, logged but never sent to the client.
-    pub(super) source: Option<Box<dyn StdError + Send + Sync>>,
+    pub(super) source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl Failure {
@@ -109,7 +111,7 @@ impl Failure {
     ) -> Self {
         Self {
             kind,
-            source: Some(source.into()),
+            source: Some(Arc::from(source.into())),
         }
     }
 

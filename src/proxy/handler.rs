@@ -1,5 +1,6 @@
 //! One request: route lookup against the live snapshot, redirect, fixed response, or
-//! forwarding to an endpoint with one retry on connect failure.
+//! forwarding to an endpoint with one retry on connect failure and one on a reused
+//! connection that closed.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -13,7 +14,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -27,7 +28,7 @@ use super::worker::{Connection, ListenerScheme, WorkerContext};
 use crate::metrics::{RequestLabels, UpstreamLabels};
 use crate::snapshot::{Backend, Route, RouteAction, RouteLookup, UpstreamProtocol};
 
-/// What the request log and metrics need to know about a request once it is answered.
+/// Routing facts about a request that the request log and metrics record.
 #[derive(Default)]
 pub(super) struct Exchange<'a> {
     /// The route that matched.
@@ -38,7 +39,8 @@ pub(super) struct Exchange<'a> {
     pub(super) upstream: Option<SocketAddr>,
 }
 
-/// Serves one downstream request. Never fails: every failure becomes a response.
+/// Serves one downstream request. Every failure becomes a response, so the service
+/// future cannot fail.
 pub(super) async fn handle(
     worker: Rc<WorkerContext>,
     connection: Rc<Connection>,
@@ -115,8 +117,8 @@ struct RequestContext<'a> {
 }
 
 /// Returns the host a request names: the authority of an absolute-form URI or of HTTP/2's
-/// `:authority`, else the `Host` header. RFC 9112 section 3.2.2 says the URI's authority
-/// wins when both are present.
+/// `:authority`, else the `Host` header. RFC 9112 section 3.2.2 makes the URI's authority
+/// win when both are present.
 fn request_host(parts: &Parts) -> Option<&str> {
     match parts.uri.authority() {
         Some(authority) => Some(without_userinfo(authority)),
@@ -161,7 +163,7 @@ async fn serve_route<'a>(
     }
 }
 
-/// Answers a plain-HTTP request with a 308 to the same host and path over HTTPS. 308 keeps
+/// Responds to a plain-HTTP request with a 308 to the same host and path over HTTPS. 308 keeps
 /// the method and body, unlike 301.
 fn redirect_to_https(context: &RequestContext<'_>) -> Result<Response<ResponseBody>, Failure> {
     let host = context
@@ -261,6 +263,8 @@ async fn forward<'a>(
     } else {
         None
     };
+    // Read before hop-by-hop removal drops `Transfer-Encoding`.
+    let replayable = !upgrading && is_replayable(&parts, &body);
     prepare_upstream_headers(context, &mut parts, upgrading);
 
     let labels = UpstreamLabels {
@@ -271,21 +275,15 @@ async fn forward<'a>(
     let pool = &context.worker.pool;
 
     if let Some(downstream_upgrade) = downstream_upgrade {
-        let (sender, address) = connect_with_retry(backend, exchange, |key| {
-            let labels = &labels;
-            async move { pool.connect_for_upgrade(key, labels).await }
-        })
-        .await?;
-        exchange.upstream = Some(address);
-        let request = origin_form(request, context.host);
-        let mut sender = sender;
-        let response = await_head(context, &progress, sender.send_request(request))
-            .await?
-            .map_err(Failure::from_send_error)?;
-        return Ok(finish_upgrade(context, response, downstream_upgrade));
+        let upgrade = Upgrade {
+            labels: &labels,
+            progress: &progress,
+            downstream: downstream_upgrade,
+        };
+        return forward_upgrade(context, backend, exchange, request, upgrade).await;
     }
 
-    let (sender, address) = connect_with_retry(backend, exchange, |key| {
+    let (checkout, address) = connect_with_retry(context, backend, exchange, |key| {
         let labels = &labels;
         async move { pool.checkout(key, labels).await }
     })
@@ -296,22 +294,120 @@ async fn forward<'a>(
         protocol: backend.protocol,
     };
     let protocol = backend.protocol;
-    let response = match send(context, &progress, sender, address, protocol, request).await? {
-        Sent::Response(response) => response,
-        Sent::NotSent(request) => {
-            // The pooled connection closed before the request went out, so the request is
-            // intact and a fresh connection to the same endpoint can carry it.
-            let sender = pool.checkout(key, &labels).await?;
-            match send(context, &progress, sender, address, protocol, request).await? {
-                Sent::Response(response) => response,
-                Sent::NotSent(_) => return Err(Failure::new(FailureKind::ConnectionReset)),
+
+    // The copy allocates the header map's tables but no header text, because hyper parses
+    // header values and the URI as shared slices of its read buffer. Only a replayable
+    // request on a pooled HTTP/1.1 connection pays for it, because a request on a new
+    // connection is never replayed.
+    // TODO: replay on HTTP/2 too when the upstream refuses a stream (`REFUSED_STREAM`, or a
+    // GOAWAY below its id), because RFC 9113 section 8.7 guarantees such a stream went
+    // unprocessed.
+    let copy =
+        (replayable && checkout.reused && matches!(checkout.sender, UpstreamSender::Http1(_)))
+            .then(|| copy_head(&request, &progress));
+    let sent = send(
+        context,
+        &progress,
+        checkout.sender,
+        address,
+        protocol,
+        request,
+    )
+    .await;
+    let retry = match sent {
+        Ok(Sent::Response(response)) => return Ok(finish_response(context, response)),
+        // The pooled connection closed before the request went out, so the request is intact.
+        Ok(Sent::NotSent(request)) => request,
+        // The upstream closed a reused connection that the request was already written to,
+        // most likely because its keep-alive timeout fired at the same time. The request has
+        // no body and an idempotent method, so sending it again is safe even if the upstream
+        // processed it. nginx's `ngx_http_upstream_next` also gives back the try after an
+        // error on a cached keep-alive connection.
+        Err(failure) if failure.kind == FailureKind::ConnectionReset => match copy {
+            Some(copy) => {
+                tracing::debug!(
+                    kind = failure.kind.code(),
+                    upstream = %address,
+                    error = %failure,
+                    "reused upstream connection closed before the response head, sending again"
+                );
+                copy
             }
-        }
+            None => return Err(failure),
+        },
+        Err(failure) => return Err(failure),
     };
-    Ok(finish_response(context, response))
+
+    // The retry goes on a new connection, because other pooled connections to the endpoint
+    // are as old as the one that failed and may close as well. A failure there is final.
+    let sender = pool.connect_new(key, &labels).await?;
+    progress.set(Instant::now());
+    match send(context, &progress, sender, address, protocol, retry).await? {
+        Sent::Response(response) => Ok(finish_response(context, response)),
+        Sent::NotSent(_) => Err(Failure::new(FailureKind::ConnectionReset)),
+    }
 }
 
-/// Sets the headers the upstream sees: hop-by-hop removed, `X-Forwarded-*` and the request id.
+/// The state of an upgrade request that travels beside the request: metric labels, body
+/// progress and the downstream connection.
+struct Upgrade<'a> {
+    labels: &'a UpstreamLabels,
+    progress: &'a Cell<Instant>,
+    /// The downstream connection, handed over after a 101 response.
+    downstream: OnUpgrade,
+}
+
+/// Forwards an upgrade request, such as a WebSocket handshake, on a new connection that is
+/// never pooled.
+async fn forward_upgrade<'a>(
+    context: &RequestContext<'_>,
+    backend: &'a Backend,
+    exchange: &mut Exchange<'a>,
+    request: Request<RequestBody>,
+    upgrade: Upgrade<'_>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let pool = &context.worker.pool;
+    let (sender, address) = connect_with_retry(context, backend, exchange, |key| async move {
+        pool.connect_for_upgrade(key, upgrade.labels).await
+    })
+    .await?;
+    exchange.upstream = Some(address);
+    let request = origin_form(request, context.host);
+    let mut sender = sender;
+    let response = await_head(context, upgrade.progress, sender.send_request(request))
+        .await?
+        .map_err(Failure::from_send_error)?;
+    Ok(finish_upgrade(context, response, upgrade.downstream))
+}
+
+/// Returns true when a request may be sent again after a reused connection failed. Its
+/// method must be idempotent (RFC 9110 section 9.2.2), so that two deliveries have the effect
+/// of one, and it must have no body, because the downstream body cannot be read twice.
+fn is_replayable(parts: &Parts, body: &Incoming) -> bool {
+    let headers = &parts.headers;
+    let no_body_framing = !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .all(|value| value == "0");
+    // Over HTTP/2 a request without `Content-Length` may still carry DATA frames. hyper
+    // reports the end of the stream when the HEADERS frame ended it.
+    parts.method.is_idempotent() && no_body_framing && body.is_end_stream()
+}
+
+/// Copies the head of a bodiless request, to send it again if its first attempt fails.
+/// Extensions are left out, because the hyper client reads only the header-case and
+/// extended CONNECT ones, and the downstream server here is configured to set neither.
+fn copy_head(request: &Request<RequestBody>, progress: &Rc<Cell<Instant>>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty(progress.clone()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Sets the headers the upstream receives: hop-by-hop removed, `X-Forwarded-*` and the request id.
 fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upgrading: bool) {
     headers::remove_hop_by_hop(&mut parts.headers, upgrading);
     let connection = context.connection;
@@ -336,6 +432,7 @@ fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upg
 /// endpoint when the backend has more than one, as nginx's `proxy_next_upstream error timeout`
 /// does for connections that sent nothing yet.
 async fn connect_with_retry<'a, T, F, Fut>(
+    context: &RequestContext<'_>,
     backend: &'a Backend,
     exchange: &mut Exchange<'a>,
     mut connect: F,
@@ -349,6 +446,7 @@ where
         .ok_or(Failure::new(FailureKind::NoEndpoint))?
         .address;
     exchange.upstream = Some(first);
+
     let key = |address| PoolKey {
         address,
         protocol: backend.protocol,
@@ -358,6 +456,7 @@ where
         Err(failure) if is_connect_failure(failure.kind) => failure,
         Err(failure) => return Err(failure),
     };
+
     // Other requests move the shared round-robin position too, so the next pick may be the
     // same endpoint; a few more picks find another one.
     let second = (0..backend.endpoints.len())
@@ -367,12 +466,8 @@ where
     let Some(second) = second else {
         return Err(failure);
     };
-    tracing::debug!(
-        upstream = %first,
-        retry = %second,
-        error = %failure,
-        "retrying upstream connect on another endpoint"
-    );
+
+    context.worker.log_retry(&failure, first, second);
     exchange.upstream = Some(second);
     let connected = connect(key(second)).await?;
     Ok((connected, second))
@@ -431,7 +526,7 @@ async fn send(
 
 /// Waits for `future`, the response head, for `upstream_response_timeout` after the request
 /// body last moved. The wait restarts while a slow upload still flows, because most servers
-/// answer only after the whole body.
+/// respond only after the whole body.
 async fn await_head<F: Future>(
     context: &RequestContext<'_>,
     progress: &Cell<Instant>,
@@ -517,8 +612,8 @@ fn finish_response(
     response
 }
 
-/// Answers an upgrade request. On 101 both sides' connections are joined once hyper hands
-/// them over; any other status is an ordinary response.
+/// Builds the response to an upgrade request. On 101 both sides' connections are joined
+/// once hyper hands them over. Any other status is an ordinary response.
 fn finish_upgrade(
     context: &RequestContext<'_>,
     mut response: Response<Incoming>,

@@ -23,7 +23,7 @@ pub(super) const X_GANGWAY_ERROR: HeaderName = HeaderName::from_static("x-gangwa
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Longest incoming request id that is kept; longer ones are replaced.
+/// Maximum length of an incoming request id that is kept. Longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// Returns true when `headers` ask to upgrade the connection: `Connection` lists `upgrade`
@@ -43,7 +43,7 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Proxy-Authenticate`,
-/// `Proxy-Authorization`, `TE` unless it asks for `trailers`, and `Upgrade` unless
+/// `Proxy-Authorization`, `TE` unless it lists `trailers`, and `Upgrade` unless
 /// `upgrading`. When upgrading, `Connection: upgrade` is set again for the next hop.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     let named: Vec<HeaderName> = headers
@@ -91,7 +91,7 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
-/// What the proxy knows about the downstream side of a request.
+/// Downstream facts that the `X-Forwarded-*` headers carry.
 pub(super) struct ForwardedFor<'a> {
     /// The client's IP address, from the TCP connection.
     pub(super) client_ip: IpAddr,

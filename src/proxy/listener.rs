@@ -12,9 +12,9 @@ const BACKLOG: i32 = 511;
 
 /// Binds `count` listening sockets to `address`, all sharing its port.
 ///
-/// When `address` names a port, a probe socket without `SO_REUSEPORT` is bound first: Linux
-/// lets any other `SO_REUSEPORT` socket of the same user join the group silently, so without
-/// the probe a second Gangway on the same port would share the traffic instead of failing.
+/// When `address` names a port, a probe socket without `SO_REUSEPORT` is bound first. Linux
+/// lets any other `SO_REUSEPORT` socket of the same user join the group silently. Without the
+/// probe, a second Gangway on the same port would share the traffic instead of failing.
 pub(super) fn bind_group(
     address: SocketAddr,
     count: usize,

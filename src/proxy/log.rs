@@ -1,6 +1,7 @@
 //! Request logging: the access log and the one line per failed request, rate-limited.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -72,9 +73,9 @@ impl FailureLog {
         }
     }
 
-    /// Logs a failed request once: at warn for upstream failures, which operators can act
-    /// on, at debug for requests that match no route or that the client broke.
-    pub(super) fn write(&self, failure: &Failure, log: &RequestLog<'_>) {
+    /// Counts a line against this second's budget. Returns the number of lines suppressed
+    /// since the last line written, or `None` when this line is over budget.
+    fn admit(&self) -> Option<u64> {
         let now = Instant::now();
         if now.duration_since(self.window_start.get()) >= Duration::from_secs(1) {
             self.window_start.set(now);
@@ -82,10 +83,33 @@ impl FailureLog {
         }
         if self.written.get() >= FAILURE_LINES_PER_SECOND {
             self.suppressed.set(self.suppressed.get() + 1);
-            return;
+            return None;
         }
         self.written.set(self.written.get() + 1);
-        let suppressed = self.suppressed.replace(0);
+        Some(self.suppressed.replace(0))
+    }
+
+    /// Logs at warn a connect failure that the request survives by retrying on `retry`.
+    pub(super) fn write_retry(&self, failure: &Failure, upstream: SocketAddr, retry: SocketAddr) {
+        let Some(suppressed) = self.admit() else {
+            return;
+        };
+        tracing::warn!(
+            kind = failure.kind.code(),
+            upstream = %upstream,
+            retry = %retry,
+            suppressed,
+            error = %failure,
+            "upstream connect failed, retrying on another endpoint"
+        );
+    }
+
+    /// Logs a failed request once: at warn for upstream failures, which operators can act
+    /// on, at debug for requests that match no route or that the client broke.
+    pub(super) fn write(&self, failure: &Failure, log: &RequestLog<'_>) {
+        let Some(suppressed) = self.admit() else {
+            return;
+        };
 
         let kind = failure.kind.code();
         let route = log.route();

@@ -1,10 +1,10 @@
 //! The data plane: listeners, request routing against the live snapshot, and upstream pools.
 //!
 //! [`Proxy::start`] runs `worker_threads` OS threads. Each thread owns a current-thread tokio
-//! runtime, its own `SO_REUSEPORT` listeners for HTTP and HTTPS (the kernel spreads new
-//! connections over them) and its own upstream connection pool, so the request path takes no
-//! lock and every task of a connection stays on one thread. Each request loads the live
-//! snapshot once and reads nothing else that can change.
+//! runtime, its own `SO_REUSEPORT` listeners for HTTP and HTTPS and its own upstream
+//! connection pool. The kernel spreads new connections over the listeners. So the request
+//! path takes no lock, and every task of a connection stays on one thread. Each request loads
+//! the live snapshot once and reads nothing else that can change.
 
 pub mod admin;
 mod body;
@@ -43,15 +43,19 @@ pub struct ProxyConfig {
     /// 0 is treated as 1.
     pub worker_threads: usize,
     /// Port that clients use to reach the HTTP listener (a Service or host port may map it),
-    /// sent in `X-Forwarded-Port`.
+    /// sent in `X-Forwarded-Port`. 0 means the port the HTTP listener is bound to.
     pub http_public_port: u16,
     /// Port that clients use to reach the HTTPS listener, used in redirects to HTTPS and in
-    /// `X-Forwarded-Port`.
+    /// `X-Forwarded-Port`. 0 means the port the HTTPS listener is bound to.
     pub https_public_port: u16,
     /// Time a client has to send the first request head on a new connection (TLS handshake
     /// included) and each HTTP/1.1 request head.
     pub client_header_timeout: Duration,
     /// Time a downstream connection may stay open without a request in flight.
+    ///
+    /// NOTE: hyper 1.13 also runs its header read timer while an HTTP/1.1 connection waits
+    /// for its next request, so an idle HTTP/1.1 connection closes after the shorter of this
+    /// and `client_header_timeout`. HTTP/2 connections use this value alone.
     pub idle_timeout: Duration,
     /// Time to open an upstream connection, TLS handshake included.
     pub upstream_connect_timeout: Duration,
@@ -138,36 +142,67 @@ impl Proxy {
         let https_listeners = listener::bind_group(config.https_listen, worker_count)?;
         let http_addr = listener::local_addr(&http_listeners[0], config.http_listen)?;
         let https_addr = listener::local_addr(&https_listeners[0], config.https_listen)?;
+        let mut config = config;
+        if config.http_public_port == 0 {
+            config.http_public_port = http_addr.port();
+        }
+        if config.https_public_port == 0 {
+            config.https_public_port = https_addr.port();
+        }
 
+        // Workers watch a child token, so a failed start can stop them without cancelling
+        // the caller's token; cancelling the caller's token still stops them.
+        let workers_shutdown = shutdown.child_token();
         let shared = Arc::new(worker::Shared::new(
             config,
             live,
             default_certificate,
-            shutdown.clone(),
+            workers_shutdown.clone(),
         )?);
-        // Runtimes are built here so that their errors reach the caller.
-        let mut prepared = Vec::with_capacity(worker_count);
+
+        let (ready_sender, ready) = std::sync::mpsc::channel();
+        let mut workers = Vec::with_capacity(worker_count);
+        let mut failure = None;
         let listener_pairs = http_listeners.into_iter().zip(https_listeners);
         for (index, (http, https)) in listener_pairs.enumerate() {
-            prepared.push(worker::Worker::new(index, shared.clone(), http, https)?);
-        }
-        let mut workers = Vec::with_capacity(worker_count);
-        for (index, prepared) in prepared.into_iter().enumerate() {
+            let shared = shared.clone();
+            let ready_sender = ready_sender.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("gangway-proxy-{index}"))
-                .spawn(move || prepared.run());
+                .spawn(move || worker::run(index, shared, http, https, ready_sender));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(source) => {
-                    // Stop the workers already running so that no thread outlives the error.
-                    shutdown.cancel();
-                    for handle in workers {
-                        let _ = handle.join();
-                    }
-                    return Err(ProxyError::Worker { index, source });
+                    failure = Some(ProxyError::Worker { index, source });
+                    break;
                 }
             }
         }
+        drop(ready_sender);
+        for _ in 0..workers.len() {
+            // A worker that exits without reporting has dropped its sender, so `recv` fails
+            // instead of blocking forever.
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
+                }
+                Err(_) => {
+                    failure.get_or_insert(ProxyError::Worker {
+                        index: 0,
+                        source: std::io::Error::other("worker thread exited before it was ready"),
+                    });
+                }
+            }
+        }
+        if let Some(error) = failure {
+            workers_shutdown.cancel();
+            for handle in workers {
+                let _ = handle.join();
+            }
+            return Err(error);
+        }
+
         tracing::info!(
             http = %http_addr,
             https = %https_addr,
@@ -202,5 +237,52 @@ impl Proxy {
             }
         }
         tracing::info!("proxy stopped");
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults() {
+        let config = ProxyConfig::default();
+
+        assert_eq!(config.http_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.https_listen, "0.0.0.0:8443".parse().unwrap());
+        assert!(config.worker_threads >= 1);
+        assert_eq!(config.http_public_port, 80);
+        assert_eq!(config.https_public_port, 443);
+        assert_eq!(config.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(config.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.upstream_response_timeout, Duration::from_secs(60));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
+        assert!(config.access_log);
+    }
+
+    #[test]
+    fn start_names_taken_address() {
+        let live = Arc::new(Live::new(Arc::new(crate::metrics::Metrics::new())));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let config = ProxyConfig {
+            http_listen: address,
+            https_listen: "127.0.0.1:0".parse().unwrap(),
+            worker_threads: 1,
+            ..ProxyConfig::default()
+        };
+
+        let result = Proxy::start(
+            config,
+            live,
+            generate_default_certificate().unwrap(),
+            CancellationToken::new(),
+        );
+
+        let Err(error) = result else {
+            panic!("start succeeded on a taken address");
+        };
+        assert!(error.to_string().contains(&address.to_string()), "{error}");
     }
 }

@@ -13,6 +13,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::{LocalBoxFuture, Shared};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
@@ -59,6 +61,16 @@ pub(super) enum UpstreamSender {
     Http2(Http2Sender),
 }
 
+/// A connection from [`UpstreamPool::checkout`].
+pub(super) struct Checkout {
+    /// The connection.
+    pub(super) sender: UpstreamSender,
+    /// The connection came from the pool instead of being opened for this request. The
+    /// upstream may close such a connection at any moment, when its keep-alive timeout fires,
+    /// so a request sent on it can fail through no fault of the request.
+    pub(super) reused: bool,
+}
+
 /// An HTTP/1.1 connection lent to one request.
 pub(super) struct PooledSender {
     pool: Rc<UpstreamPool>,
@@ -75,12 +87,22 @@ impl PooledSender {
     }
 }
 
+/// The result of one HTTP/2 connect attempt, shared by every request that waits for it.
+/// `Err(None)` means the endpoint negotiated HTTP/1.1 this time; that connection went to the
+/// idle stack and the waiters take the HTTP/1.1 path.
+type Http2Outcome = Result<Http2Sender, Option<Failure>>;
+
 #[derive(Default)]
 struct EndpointConnections {
     /// Idle HTTP/1.1 connections, most recently used at the back.
     idle: VecDeque<IdleSender>,
     /// The shared HTTP/2 connection.
     http2: Option<Http2Sender>,
+    /// The connect attempt in progress for `http2`, so that a burst of requests opens one
+    /// connection instead of one each.
+    http2_connecting: Option<Shared<LocalBoxFuture<'static, Http2Outcome>>>,
+    /// The endpoint spoke HTTP/2 last time: always for h2c, by ALPN for TLS.
+    speaks_h2: bool,
 }
 
 struct IdleSender {
@@ -113,24 +135,121 @@ impl UpstreamPool {
         self: &Rc<Self>,
         key: PoolKey,
         labels: &UpstreamLabels,
-    ) -> Result<UpstreamSender, Failure> {
+    ) -> Result<Checkout, Failure> {
+        let reused = |sender| Checkout {
+            sender,
+            reused: true,
+        };
         if let Some(sender) = self.checkout_idle(key).await {
-            self.metrics
-                .upstream_connections_reused
-                .get_or_create(labels)
-                .inc();
-            return Ok(sender);
+            self.count_reused(labels);
+            return Ok(reused(sender));
         }
+        if self.prefers_http2(key) {
+            let (outcome, opened) = self.connect_http2_shared(key).await;
+            match outcome {
+                Ok(sender) => {
+                    if opened {
+                        self.count_opened(labels);
+                    } else {
+                        self.count_reused(labels);
+                    }
+                    return Ok(Checkout {
+                        sender: UpstreamSender::Http2(sender),
+                        reused: !opened,
+                    });
+                }
+                Err(Some(failure)) => return Err(failure),
+                Err(None) => {
+                    if let Some(sender) = self.checkout_idle(key).await {
+                        self.count_reused(labels);
+                        return Ok(reused(sender));
+                    }
+                }
+            }
+        }
+        let sender = self.connect_new(key, labels).await?;
+        Ok(Checkout {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// Opens a new connection to `key` even when pooled ones are idle, for a request that
+    /// failed or could not be sent on a pooled one. Counts it as opened under `labels`.
+    pub(super) async fn connect_new(
+        self: &Rc<Self>,
+        key: PoolKey,
+        labels: &UpstreamLabels,
+    ) -> Result<UpstreamSender, Failure> {
         let sender = self.connect(key).await?;
+        self.count_opened(labels);
+        Ok(sender)
+    }
+
+    fn count_opened(&self, labels: &UpstreamLabels) {
         self.metrics
             .upstream_connections_opened
             .get_or_create(labels)
             .inc();
-        Ok(sender)
     }
 
-    /// Opens a new HTTP/1.1 connection to `key`, never pooled: it carries one request that
-    /// asks to upgrade, and hyper hands the socket over after a 101 response.
+    fn count_reused(&self, labels: &UpstreamLabels) {
+        self.metrics
+            .upstream_connections_reused
+            .get_or_create(labels)
+            .inc();
+    }
+
+    /// Returns true when requests to `key` should wait for one shared HTTP/2 connection.
+    fn prefers_http2(&self, key: PoolKey) -> bool {
+        key.protocol == UpstreamProtocol::H2c
+            || self
+                .endpoints
+                .borrow()
+                .get(&key)
+                .is_some_and(|entry| entry.speaks_h2)
+    }
+
+    /// Joins the HTTP/2 connect attempt in progress for `key`, or starts one. Returns the
+    /// outcome and whether this call started the attempt.
+    async fn connect_http2_shared(self: &Rc<Self>, key: PoolKey) -> (Http2Outcome, bool) {
+        let (attempt, opened) = {
+            let mut endpoints = self.endpoints.borrow_mut();
+            let entry = endpoints.entry(key).or_default();
+            match &entry.http2_connecting {
+                Some(attempt) => (attempt.clone(), false),
+                None => {
+                    let pool = self.clone();
+                    let attempt = async move { pool.connect_http2(key).await }
+                        .boxed_local()
+                        .shared();
+                    entry.http2_connecting = Some(attempt.clone());
+                    (attempt, true)
+                }
+            }
+        };
+        (attempt.await, opened)
+    }
+
+    /// Opens one HTTP/2 connection and clears the attempt marker, so later requests use the
+    /// stored connection or start a new attempt.
+    async fn connect_http2(self: Rc<Self>, key: PoolKey) -> Http2Outcome {
+        let outcome = match self.connect(key).await {
+            Ok(UpstreamSender::Http2(sender)) => Ok(sender),
+            Ok(UpstreamSender::Http1(pooled)) => {
+                pooled.release();
+                Err(None)
+            }
+            Err(failure) => Err(Some(failure)),
+        };
+        let mut endpoints = self.endpoints.borrow_mut();
+        let entry = endpoints.entry(key).or_default();
+        entry.http2_connecting = None;
+        outcome
+    }
+
+    /// Opens a new HTTP/1.1 connection to `key`, never pooled: it carries one upgrade
+    /// request, and hyper hands the socket over after a 101 response.
     pub(super) async fn connect_for_upgrade(
         &self,
         key: PoolKey,
@@ -153,10 +272,7 @@ impl UpstreamPool {
         let sender = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
-        self.metrics
-            .upstream_connections_opened
-            .get_or_create(labels)
-            .inc();
+        self.count_opened(labels);
         Ok(sender)
     }
 
@@ -179,6 +295,7 @@ impl UpstreamPool {
                         let sender = handshake_http2(TokioIo::new(tls)).await?;
                         Ok(self.share_http2(key, sender))
                     } else {
+                        self.forget_http2(key);
                         let sender = handshake_http1(TokioIo::new(tls), false).await?;
                         Ok(self.lend(key, sender))
                     }
@@ -213,17 +330,25 @@ impl UpstreamPool {
         })
     }
 
-    /// Keeps `sender` as the endpoint's shared HTTP/2 connection unless another request
-    /// stored an open one meanwhile, and returns a handle to the one kept.
+    /// Keeps `sender` as the endpoint's shared HTTP/2 connection unless an open one is
+    /// already stored.
     fn share_http2(&self, key: PoolKey, sender: Http2Sender) -> UpstreamSender {
         let mut endpoints = self.endpoints.borrow_mut();
         let entry = endpoints.entry(key).or_default();
-        match &entry.http2 {
-            Some(existing) if !existing.is_closed() => UpstreamSender::Http2(sender),
-            _ => {
-                entry.http2 = Some(sender.clone());
-                UpstreamSender::Http2(sender)
-            }
+        entry.speaks_h2 = true;
+        if entry
+            .http2
+            .as_ref()
+            .is_none_or(|existing| existing.is_closed())
+        {
+            entry.http2 = Some(sender.clone());
+        }
+        UpstreamSender::Http2(sender)
+    }
+
+    fn forget_http2(&self, key: PoolKey) {
+        if let Some(entry) = self.endpoints.borrow_mut().get_mut(&key) {
+            entry.speaks_h2 = false;
         }
     }
 
@@ -272,7 +397,7 @@ impl UpstreamPool {
         });
     }
 
-    /// Closes idle connections that expired or that the endpoint closed, and forgets
+    /// Closes idle connections that expired or that the endpoint closed, and removes
     /// endpoints with nothing left. The worker calls this periodically.
     pub(super) fn sweep(&self) {
         let mut endpoints = self.endpoints.borrow_mut();
@@ -288,7 +413,9 @@ impl UpstreamPool {
                 entry.http2 = None;
             }
         }
-        endpoints.retain(|_, entry| !entry.idle.is_empty() || entry.http2.is_some());
+        endpoints.retain(|_, entry| {
+            !entry.idle.is_empty() || entry.http2.is_some() || entry.http2_connecting.is_some()
+        });
     }
 }
 

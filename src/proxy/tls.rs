@@ -118,9 +118,7 @@ impl UpstreamTls {
     pub(super) fn new() -> Result<Self, ProxyError> {
         let provider = ring_provider();
         let build = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, ProxyError> {
-            let verifier = Arc::new(NoCertificateVerification {
-                algorithms: provider.signature_verification_algorithms,
-            });
+            let verifier = Arc::new(NoCertificateVerification::new());
             let mut config = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map_err(ProxyError::Tls)?
@@ -144,8 +142,17 @@ pub(super) fn negotiated_h2(alpn: Option<&[u8]>) -> bool {
 
 /// Accepts any upstream certificate chain but still verifies handshake signatures.
 #[derive(Debug)]
-struct NoCertificateVerification {
+pub(super) struct NoCertificateVerification {
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl NoCertificateVerification {
+    /// Verifies signatures with the algorithms of the ring provider.
+    pub(super) fn new() -> Self {
+        Self {
+            algorithms: ring::default_provider().signature_verification_algorithms,
+        }
+    }
 }
 
 impl ServerCertVerifier for NoCertificateVerification {

@@ -14,7 +14,6 @@ use hyper_util::server::conn::auto;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -33,7 +32,7 @@ use crate::live::Live;
 /// process is out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// What every worker shares, read-only.
+/// Read-only state that every worker shares.
 pub(super) struct Shared {
     pub(super) config: ProxyConfig,
     pub(super) live: Arc<Live>,
@@ -61,55 +60,49 @@ impl Shared {
     }
 }
 
-/// A worker's runtime and listeners, built on the starting thread so that errors reach
-/// [`super::Proxy::start`].
-pub(super) struct Worker {
-    runtime: Runtime,
-    http: TcpListener,
-    https: TcpListener,
+/// Runs worker `index` on the calling thread until shutdown and the drain that follows are
+/// over. Builds the runtime first and reports on `ready` whether that worked, so that
+/// [`super::Proxy::start`] can return the error. The runtime is built and dropped on this
+/// thread, because tokio panics when a runtime is dropped inside another one.
+pub(super) fn run(
+    index: usize,
     shared: Arc<Shared>,
-}
+    http: std::net::TcpListener,
+    https: std::net::TcpListener,
+    ready: std::sync::mpsc::Sender<Result<(), ProxyError>>,
+) {
+    let worker_error = |source| ProxyError::Worker { index, source };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(worker_error);
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let listeners = {
+        let _entered = runtime.enter();
+        TcpListener::from_std(http)
+            .and_then(|http| Ok((http, TcpListener::from_std(https)?)))
+            .map_err(worker_error)
+    };
+    let (http, https) = match listeners {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
 
-impl Worker {
-    pub(super) fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        http: std::net::TcpListener,
-        https: std::net::TcpListener,
-    ) -> Result<Self, ProxyError> {
-        let worker_error = |source| ProxyError::Worker { index, source };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(worker_error)?;
-        let (http, https) = {
-            let _entered = runtime.enter();
-            (
-                TcpListener::from_std(http).map_err(worker_error)?,
-                TcpListener::from_std(https).map_err(worker_error)?,
-            )
-        };
-        Ok(Self {
-            runtime,
-            http,
-            https,
-            shared,
-        })
-    }
-
-    /// Serves until shutdown and the drain that follows are over. Blocks the thread.
-    pub(super) fn run(self) {
-        let Worker {
-            runtime,
-            http,
-            https,
-            shared,
-        } = self;
-        let local = LocalSet::new();
-        local.block_on(&runtime, serve(shared, http, https));
-        // Dropping the runtime cancels what is left: tunnels and connections that outlived
-        // the drain, and idle upstream connections.
-    }
+    let local = LocalSet::new();
+    local.block_on(&runtime, serve(shared, http, https));
+    // Dropping the runtime cancels what is left: tunnels and connections that outlived the
+    // drain, and idle upstream connections.
 }
 
 /// Runs a future on the worker's thread; hyper uses it for HTTP/2 streams, so they may hold
@@ -149,6 +142,11 @@ impl WorkerContext {
     /// Logs a failed request, rate-limited per worker.
     pub(super) fn log_failure(&self, failure: &Failure, log: &RequestLog<'_>) {
         self.failure_log.write(failure, log);
+    }
+
+    /// Logs a connect failure that is retried on another endpoint, rate-limited per worker.
+    pub(super) fn log_retry(&self, failure: &Failure, upstream: SocketAddr, retry: SocketAddr) {
+        self.failure_log.write_retry(failure, upstream, retry);
     }
 
     /// Runs an upgraded connection's tunnel; shutdown waits for it like for a connection.
@@ -316,8 +314,8 @@ async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
     }
 }
 
-/// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown asks
-/// it to finish its in-flight requests.
+/// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown
+/// makes it finish its in-flight requests.
 async fn serve_connection<I>(worker: Rc<WorkerContext>, io: I, connection: Connection)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -344,7 +342,11 @@ where
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {
-                    tracing::debug!(client = %connection.client, error = %error, "downstream connection ended with an error");
+                    tracing::debug!(
+                        client = %connection.client,
+                        error = %error,
+                        "downstream connection ended with an error"
+                    );
                 }
                 return;
             }
@@ -357,7 +359,10 @@ where
                     .idle_deadline(config)
                     .is_some_and(|deadline| deadline <= Instant::now());
                 if expired {
-                    tracing::debug!(client = %connection.client, "closing idle downstream connection");
+                    tracing::debug!(
+                        client = %connection.client,
+                        "closing idle downstream connection"
+                    );
                     served.as_mut().graceful_shutdown();
                     draining = true;
                 }

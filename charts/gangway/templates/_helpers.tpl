@@ -139,18 +139,18 @@ controller.watchNamespace otherwise. Writes stop at Ingress status and Events.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "list", "watch"]
+# Status is written with a JSON merge patch on the status subresource.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses/status"]
-  verbs: ["update", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["services", "secrets"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+# Events go through events.k8s.io/v1 only (kube-runtime's Recorder), so the
+# core v1 events resource needs no grant.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

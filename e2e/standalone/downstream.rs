@@ -1,0 +1,50 @@
+//! Limits on the client side: a client that sends its request head too slowly, and a
+//! keep-alive connection that stays idle, are closed while other clients keep being served.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::clients::{CHANGE_TIMEOUT, Http1Client, get};
+use crate::support::gangway::start_echo_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_head_is_closed() {
+    let (gangway, _server) =
+        start_echo_app("app.test", &["--client-header-timeout", "300ms"]).await;
+
+    // Half a request head, then silence.
+    let mut slow = TcpStream::connect(gangway.http).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .await
+        .unwrap();
+
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(CHANGE_TIMEOUT, slow.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the proxy kept the slow connection open");
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected response to a slow request head: {text}"
+    );
+    assert_eq!(get(gangway.http, "app.test", "/").await.outcome(), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let (gangway, _server) = start_echo_app("app.test", &["--idle-timeout", "300ms"]).await;
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    let reply = client.get("app.test", "/").await.unwrap();
+    assert_eq!(reply.status, 200);
+
+    let started = Instant::now();
+    while !client.is_closed() {
+        assert!(
+            started.elapsed() < CHANGE_TIMEOUT,
+            "the idle connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(gangway.http, "app.test", "/").await.outcome(), "app");
+}

@@ -1,0 +1,138 @@
+//! The access log: one `gangway::access` event per request, with the documented fields.
+//!
+//! Workers run on their own threads, so the events are captured by a process-wide subscriber
+//! and matched by request id.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+use super::harness::{TestProxy, backend, one_route, send};
+use super::upstream::{TestUpstream, Transport};
+use crate::snapshot::UpstreamProtocol;
+
+/// Fields of one captured event, values formatted with `Debug` or as text.
+type Fields = BTreeMap<String, String>;
+
+static ACCESS_EVENTS: OnceLock<Arc<Mutex<Vec<Fields>>>> = OnceLock::new();
+
+struct CaptureAccessLog {
+    events: Arc<Mutex<Vec<Fields>>>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureAccessLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _context: Context<'_, S>) {
+        let metadata = event.metadata();
+        if metadata.target() != "gangway::access" {
+            return;
+        }
+        let mut fields = FieldsVisitor(Fields::new());
+        event.record(&mut fields);
+        fields
+            .0
+            .insert("level".into(), metadata.level().to_string());
+        self.events.lock().unwrap().push(fields.0);
+    }
+}
+
+struct FieldsVisitor(Fields);
+
+impl Visit for FieldsVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}"));
+    }
+}
+
+/// Installs the capturing subscriber once per test process.
+fn access_events() -> Arc<Mutex<Vec<Fields>>> {
+    ACCESS_EVENTS
+        .get_or_init(|| {
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let subscriber = tracing_subscriber::registry().with(CaptureAccessLog {
+                events: events.clone(),
+            });
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other test sets a global subscriber");
+            events
+        })
+        .clone()
+}
+
+fn events_for(request_id: &str) -> Vec<Fields> {
+    access_events()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|fields| fields.get("request_id").map(String::as_str) == Some(request_id))
+        .cloned()
+        .collect()
+}
+
+fn request_with_id(request_id: &str) -> Request<Full<Bytes>> {
+    Request::get("/path?token=secret")
+        .header("host", "foo.example.com")
+        .header("x-request-id", request_id)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn access_event_per_request() {
+    access_events();
+    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
+    let proxy = TestProxy::start(one_route(&backend(
+        "echo",
+        UpstreamProtocol::Http1,
+        &[upstream.address],
+    )));
+
+    // The proxy writes the event before it sends the response head.
+    let response = send(proxy.http_addr(), request_with_id("access-log-on")).await;
+
+    assert_eq!(response.status, StatusCode::OK);
+    let events = events_for("access-log-on");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["method"], "GET");
+    assert_eq!(event["host"], "foo.example.com");
+    assert_eq!(
+        event["path"], "/path",
+        "the query string stays out of the log"
+    );
+    assert_eq!(event["status"], "200");
+    assert_eq!(event["upstream"], upstream.address.to_string());
+    assert_eq!(event["route"], "ingress/default/foo.example.com/path/");
+    assert!(event["duration_ms"].parse::<f64>().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn access_log_off_writes_nothing() {
+    access_events();
+    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
+    let mut config = TestProxy::config();
+    config.access_log = false;
+    let proxy = TestProxy::start_with(
+        config,
+        one_route(&backend(
+            "echo",
+            UpstreamProtocol::Http1,
+            &[upstream.address],
+        )),
+    );
+
+    let response = send(proxy.http_addr(), request_with_id("access-log-off")).await;
+
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(events_for("access-log-off").is_empty());
+}

@@ -1,0 +1,73 @@
+//! The certificate each TLS handshake gets, chosen by SNI from the live snapshot.
+
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+use super::harness::{SnapshotBuilder, TestProxy, TlsClient};
+use crate::proxy::generate_default_certificate;
+use crate::snapshot::TlsCertificate;
+use crate::store::ObjectKey;
+
+fn certificate(secret: &str) -> Arc<TlsCertificate> {
+    Arc::new(TlsCertificate {
+        secret: ObjectKey::new("default", secret),
+        key: generate_default_certificate().unwrap(),
+    })
+}
+
+fn leaf(certificate: &TlsCertificate) -> CertificateDer<'static> {
+    certificate.key.cert[0].clone()
+}
+
+#[tokio::test]
+async fn handshake_picks_certificate_by_sni() {
+    let exact = certificate("foo-tls");
+    let wildcard = certificate("wild-tls");
+    let snapshot = SnapshotBuilder::default()
+        .certificate("foo.example.com", exact.clone())
+        .certificate("*.wild.example.com", wildcard.clone())
+        .build();
+    let proxy = TestProxy::start(snapshot);
+    let default_leaf = proxy.default_certificate.cert[0].clone();
+    let address = proxy.https_addr();
+
+    // (server name, expected leaf); an IP address as server name sends no SNI.
+    let cases = [
+        ("foo.example.com", leaf(&exact)),
+        ("api.wild.example.com", leaf(&wildcard)),
+        ("a.b.wild.example.com", default_leaf.clone()),
+        ("unknown.example.org", default_leaf.clone()),
+        ("127.0.0.1", default_leaf.clone()),
+    ];
+    for (server_name, expected) in cases {
+        let client = TlsClient::connect(address, server_name, &[b"http/1.1"]).await;
+
+        assert!(
+            client.peer_certificate() == expected,
+            "wrong certificate for {server_name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn new_snapshot_serves_new_certificate() {
+    let old = certificate("old-tls");
+    let new = certificate("new-tls");
+    let proxy = TestProxy::start(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", old.clone())
+            .build(),
+    );
+    let before = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
+
+    proxy.publish(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", new.clone())
+            .build(),
+    );
+    let after = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
+
+    assert!(before.peer_certificate() == leaf(&old));
+    assert!(after.peer_certificate() == leaf(&new));
+}
