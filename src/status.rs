@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::store::{ObjectKey, ObjectRef};
 
-/// How bad a problem is.
+/// Severity of a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -87,7 +87,7 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// What one compile found, sorted by object, then field, then reason.
+/// Report of one compile: problems sorted by object, then field, then reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
     /// Problems in the input, each naming its object and field.

@@ -64,13 +64,13 @@ impl Object {
 }
 
 /// A document that could not be read. The message names the document (1-based, in file
-/// order) and, where the parser knows it, the line or the field.
+/// order) and, where the parser reports it, the line or the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("document {document}: {message}")]
 pub struct ParseError {
     /// 1-based index of the document in the file.
     pub document: usize,
-    /// What is wrong, naming the line or field.
+    /// Description of the error, naming the line or field.
     pub message: String,
 }
 

@@ -1,6 +1,6 @@
 //! The immutable routing snapshot that the compiler builds and the proxy reads, one `Arc` per
 //! request. Routes, backends and TLS certificates of one generation live together, so a request
-//! never sees half of one configuration and half of the next.
+//! never uses half of one configuration and half of the next.
 
 mod host;
 mod path;
@@ -45,7 +45,7 @@ pub enum RouteLookup<'a> {
         /// The route that serves the request.
         route: &'a Arc<Route>,
     },
-    /// No route matched: the proxy answers with the global default, 404.
+    /// No route matched: the proxy responds with the global default, 404.
     NotFound,
 }
 
@@ -99,20 +99,21 @@ pub struct Route {
     pub ingress: ObjectKey,
     /// The path match as written, or `None` for a default backend.
     pub path_match: Option<PathMatch>,
-    /// What to do with a matching request.
+    /// Action for a matching request.
     pub action: RouteAction,
     /// Plain-HTTP requests get a 308 redirect to HTTPS: the host is listed in a TLS section and
     /// the Ingress has not turned the redirect off.
     pub https_redirect: bool,
 }
 
-/// What a route does with a request.
+/// Action a route takes on a request.
 #[derive(Clone, Debug)]
 pub enum RouteAction {
     /// Proxy to the backend's endpoints; 503 when it has none.
     Forward(Arc<Backend>),
-    /// Answer without an upstream, used when a backend cannot be resolved (missing Service,
-    /// unknown port, unsupported backend kind): the path stays routed and answers this status.
+    /// Fixed response without an upstream, used when a backend cannot be resolved (missing
+    /// Service, unknown port, unsupported backend kind). The path stays routed and responds
+    /// with this status.
     Respond {
         /// HTTP status code, 503 for unresolved backends.
         status: u16,

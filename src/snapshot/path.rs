@@ -7,12 +7,12 @@ use serde::Serialize;
 
 use super::Route;
 
-/// How a route's path matches a request path.
+/// Match rule between a route's path and a request path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum PathMatch {
     /// `pathType: Exact`: the request path equals the value, case-sensitively.
     Exact(String),
-    /// `pathType: Prefix`, and `ImplementationSpecific` until an annotation says otherwise:
+    /// `pathType: Prefix`, and `ImplementationSpecific` until an annotation selects another rule:
     /// the value's path elements are a prefix of the request's path elements.
     Prefix(String),
 }
