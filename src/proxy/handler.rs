@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -20,12 +19,12 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::body::{RequestBody, ResponseBody};
+use super::counters::UpstreamCounters;
 use super::failure::{Failure, FailureKind, failure_response};
 use super::headers::{self, ForwardedFor, X_GANGWAY_ERROR, X_REQUEST_ID};
 use super::log::RequestLog;
 use super::pool::{PoolKey, UpstreamSender};
 use super::worker::{Connection, ListenerScheme, WorkerContext};
-use crate::metrics::{RequestLabels, UpstreamLabels};
 use crate::snapshot::{Backend, Route, RouteAction, RouteLookup, UpstreamProtocol};
 
 /// Routing facts about a request that the request log and metrics record.
@@ -67,6 +66,7 @@ pub(super) async fn handle(
         uri: &uri,
         version: downstream_version,
         request_id: &request_id,
+        generation: snapshot.generation,
     };
     let outcome = match snapshot.lookup_route(host.as_deref(), uri.path()) {
         RouteLookup::NotFound => Err(Failure::new(FailureKind::NoRoute)),
@@ -96,7 +96,18 @@ pub(super) async fn handle(
     response.body_mut().set_in_flight(in_flight);
 
     let elapsed = started.elapsed();
-    record_metrics(&worker, &exchange, response.status(), elapsed);
+    worker.counters.count_request(
+        snapshot.generation,
+        exchange.route,
+        exchange.backend,
+        response.status(),
+    );
+    worker
+        .shared
+        .live
+        .metrics()
+        .request_duration
+        .observe(elapsed.as_secs_f64());
     if worker.shared.config.access_log {
         log.write_access(response.status(), elapsed);
     }
@@ -114,6 +125,8 @@ struct RequestContext<'a> {
     /// HTTP version of the downstream request.
     version: Version,
     request_id: &'a HeaderValue,
+    /// Generation of the snapshot the request was routed by.
+    generation: u64,
 }
 
 /// Returns the host a request names: the authority of an absolute-form URI or of HTTP/2's
@@ -225,28 +238,6 @@ fn build_failure_response(failure: &Failure, version: Version) -> Response<Respo
     response
 }
 
-fn record_metrics(
-    worker: &WorkerContext,
-    exchange: &Exchange<'_>,
-    status: StatusCode,
-    elapsed: Duration,
-) {
-    let metrics = worker.shared.live.metrics();
-    let labels = RequestLabels {
-        ingress: exchange
-            .route
-            .map(|route| route.ingress.to_string())
-            .unwrap_or_default(),
-        service: exchange
-            .backend
-            .map(|backend| backend.service.to_string())
-            .unwrap_or_default(),
-        code: status.as_u16(),
-    };
-    metrics.requests.get_or_create(&labels).inc();
-    metrics.request_duration.observe(elapsed.as_secs_f64());
-}
-
 /// Forwards a request to one of the backend's endpoints and returns its response head; the
 /// body streams afterwards.
 async fn forward<'a>(
@@ -267,25 +258,30 @@ async fn forward<'a>(
     let replayable = !upgrading && is_replayable(&parts, &body);
     prepare_upstream_headers(context, &mut parts, upgrading);
 
-    let labels = UpstreamLabels {
-        service: backend.service.to_string(),
-    };
+    let counters = context
+        .worker
+        .counters
+        .upstream(context.generation, backend);
     let progress = Rc::new(Cell::new(Instant::now()));
     let request = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
     let pool = &context.worker.pool;
 
     if let Some(downstream_upgrade) = downstream_upgrade {
         let upgrade = Upgrade {
-            labels: &labels,
+            counters: &counters,
             progress: &progress,
             downstream: downstream_upgrade,
         };
-        return forward_upgrade(context, backend, exchange, request, upgrade).await;
+        // Boxed, so that the rare upgrade's state does not widen every request's future.
+        return Box::pin(forward_upgrade(
+            context, backend, exchange, request, upgrade,
+        ))
+        .await;
     }
 
     let (checkout, address) = connect_with_retry(context, backend, exchange, |key| {
-        let labels = &labels;
-        async move { pool.checkout(key, labels).await }
+        let counters = &counters;
+        async move { pool.checkout(key, counters).await }
     })
     .await?;
     exchange.upstream = Some(address);
@@ -340,7 +336,7 @@ async fn forward<'a>(
 
     // The retry goes on a new connection, because other pooled connections to the endpoint
     // are as old as the one that failed and may close as well. A failure there is final.
-    let sender = pool.connect_new(key, &labels).await?;
+    let sender = pool.connect_new(key, &counters).await?;
     progress.set(Instant::now());
     match send(context, &progress, sender, address, protocol, retry).await? {
         Sent::Response(response) => Ok(finish_response(context, response)),
@@ -348,10 +344,10 @@ async fn forward<'a>(
     }
 }
 
-/// The state of an upgrade request that travels beside the request: metric labels, body
+/// The state of an upgrade request that travels beside the request: upstream counters, body
 /// progress and the downstream connection.
 struct Upgrade<'a> {
-    labels: &'a UpstreamLabels,
+    counters: &'a UpstreamCounters,
     progress: &'a Cell<Instant>,
     /// The downstream connection, handed over after a 101 response.
     downstream: OnUpgrade,
@@ -368,7 +364,7 @@ async fn forward_upgrade<'a>(
 ) -> Result<Response<ResponseBody>, Failure> {
     let pool = &context.worker.pool;
     let (sender, address) = connect_with_retry(context, backend, exchange, |key| async move {
-        pool.connect_for_upgrade(key, upgrade.labels).await
+        pool.connect_for_upgrade(key, upgrade.counters).await
     })
     .await?;
     exchange.upstream = Some(address);
@@ -417,7 +413,7 @@ fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upg
         ListenerScheme::Https => ("https", config.https_public_port),
     };
     let forwarded = ForwardedFor {
-        client_ip: connection.client.ip(),
+        client_ip: &connection.client_ip,
         proto,
         host: context.host,
         public_port,

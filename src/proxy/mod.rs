@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod body;
+mod counters;
 mod failure;
 mod handler;
 mod headers;

@@ -23,10 +23,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
+use super::counters::UpstreamCounters;
 use super::failure::{Failure, FailureKind};
 use super::tls::{UpstreamTls, negotiated_h2};
 use super::worker::LocalExec;
-use crate::metrics::{Metrics, UpstreamLabels};
 use crate::snapshot::UpstreamProtocol;
 
 /// Idle HTTP/1.1 connections kept per endpoint; the oldest is closed beyond this.
@@ -115,33 +115,31 @@ pub(super) struct UpstreamPool {
     endpoints: RefCell<HashMap<PoolKey, EndpointConnections>>,
     connect_timeout: Duration,
     tls: UpstreamTls,
-    metrics: Arc<Metrics>,
 }
 
 impl UpstreamPool {
     /// Creates an empty pool.
-    pub(super) fn new(connect_timeout: Duration, tls: UpstreamTls, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(connect_timeout: Duration, tls: UpstreamTls) -> Self {
         Self {
             endpoints: RefCell::new(HashMap::new()),
             connect_timeout,
             tls,
-            metrics,
         }
     }
 
     /// Returns a connection for one request to `key`: a pooled one when there is one that is
-    /// still open, otherwise a new one. Counts the outcome under `labels`.
+    /// still open, otherwise a new one. Counts the outcome in `counters`.
     pub(super) async fn checkout(
         self: &Rc<Self>,
         key: PoolKey,
-        labels: &UpstreamLabels,
+        counters: &UpstreamCounters,
     ) -> Result<Checkout, Failure> {
         let reused = |sender| Checkout {
             sender,
             reused: true,
         };
         if let Some(sender) = self.checkout_idle(key).await {
-            self.count_reused(labels);
+            counters.reused.inc();
             return Ok(reused(sender));
         }
         if self.prefers_http2(key) {
@@ -149,9 +147,9 @@ impl UpstreamPool {
             match outcome {
                 Ok(sender) => {
                     if opened {
-                        self.count_opened(labels);
+                        counters.opened.inc();
                     } else {
-                        self.count_reused(labels);
+                        counters.reused.inc();
                     }
                     return Ok(Checkout {
                         sender: UpstreamSender::Http2(sender),
@@ -161,13 +159,13 @@ impl UpstreamPool {
                 Err(Some(failure)) => return Err(failure),
                 Err(None) => {
                     if let Some(sender) = self.checkout_idle(key).await {
-                        self.count_reused(labels);
+                        counters.reused.inc();
                         return Ok(reused(sender));
                     }
                 }
             }
         }
-        let sender = self.connect_new(key, labels).await?;
+        let sender = self.connect_new(key, counters).await?;
         Ok(Checkout {
             sender,
             reused: false,
@@ -175,29 +173,15 @@ impl UpstreamPool {
     }
 
     /// Opens a new connection to `key` even when pooled ones are idle, for a request that
-    /// failed or could not be sent on a pooled one. Counts it as opened under `labels`.
+    /// failed or could not be sent on a pooled one. Counts it in `counters`.
     pub(super) async fn connect_new(
         self: &Rc<Self>,
         key: PoolKey,
-        labels: &UpstreamLabels,
+        counters: &UpstreamCounters,
     ) -> Result<UpstreamSender, Failure> {
         let sender = self.connect(key).await?;
-        self.count_opened(labels);
+        counters.opened.inc();
         Ok(sender)
-    }
-
-    fn count_opened(&self, labels: &UpstreamLabels) {
-        self.metrics
-            .upstream_connections_opened
-            .get_or_create(labels)
-            .inc();
-    }
-
-    fn count_reused(&self, labels: &UpstreamLabels) {
-        self.metrics
-            .upstream_connections_reused
-            .get_or_create(labels)
-            .inc();
     }
 
     /// Returns true when requests to `key` should wait for one shared HTTP/2 connection.
@@ -253,7 +237,7 @@ impl UpstreamPool {
     pub(super) async fn connect_for_upgrade(
         &self,
         key: PoolKey,
-        labels: &UpstreamLabels,
+        counters: &UpstreamCounters,
     ) -> Result<Http1Sender, Failure> {
         let connect = async {
             let tcp = connect_tcp(key.address).await?;
@@ -272,13 +256,15 @@ impl UpstreamPool {
         let sender = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
-        self.count_opened(labels);
+        counters.opened.inc();
         Ok(sender)
     }
 
     /// Opens a new connection for an ordinary request, HTTP/1.1 or HTTP/2 by protocol and ALPN.
     async fn connect(self: &Rc<Self>, key: PoolKey) -> Result<UpstreamSender, Failure> {
-        let connect = async {
+        // Boxed: the TLS and HTTP/2 handshakes make this future about 8 KiB, and without the
+        // box every request's future would carry that space, though most reuse a connection.
+        let connect = Box::pin(async {
             let tcp = connect_tcp(key.address).await?;
             match key.protocol {
                 UpstreamProtocol::Http1 => {
@@ -301,7 +287,7 @@ impl UpstreamPool {
                     }
                 }
             }
-        };
+        });
         tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Failure::new(FailureKind::ConnectTimeout))?

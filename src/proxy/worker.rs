@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,8 +21,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::counters::CounterCache;
 use super::failure::Failure;
 use super::handler;
+use super::headers;
 use super::log::{FailureLog, RequestLog};
 use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
 use super::tls::{CertificateResolver, UpstreamTls, server_config};
@@ -133,6 +136,7 @@ pub(super) enum ListenerScheme {
 pub(super) struct WorkerContext {
     pub(super) shared: Arc<Shared>,
     pub(super) pool: Rc<UpstreamPool>,
+    pub(super) counters: CounterCache,
     failure_log: FailureLog,
     tasks: TaskTracker,
     builder: auto::Builder<LocalExec>,
@@ -160,6 +164,8 @@ pub(super) struct Connection {
     pub(super) scheme: ListenerScheme,
     /// The client's address.
     pub(super) client: SocketAddr,
+    /// The client's IP address as a header value, formatted once for all its requests.
+    pub(super) client_ip: HeaderValue,
     in_flight: Cell<usize>,
     requests: Cell<u64>,
     /// When the connection opened, or when its last request ended.
@@ -171,6 +177,7 @@ impl Connection {
         Self {
             scheme,
             client,
+            client_ip: headers::ip_header(client.ip()),
             in_flight: Cell::new(0),
             requests: Cell::new(0),
             last_active: Cell::new(Instant::now()),
@@ -227,11 +234,11 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
     let pool = Rc::new(UpstreamPool::new(
         config.upstream_connect_timeout,
         shared.upstream_tls.clone(),
-        shared.live.metrics().clone(),
     ));
     let worker = Rc::new(WorkerContext {
         shared: shared.clone(),
         pool: pool.clone(),
+        counters: CounterCache::new(shared.live.metrics().clone()),
         failure_log: FailureLog::new(),
         tasks: TaskTracker::new(),
         builder: server_builder(config),
