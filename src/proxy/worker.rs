@@ -331,7 +331,11 @@ where
     let service = {
         let worker = worker.clone();
         let connection = connection.clone();
-        service_fn(move |request| handler::handle(worker.clone(), connection.clone(), request))
+        // Boxed per request: hyper keeps a slot of the future's size for the whole
+        // connection, and an idle keep-alive connection should not hold 4 KiB for it.
+        service_fn(move |request| {
+            Box::pin(handler::handle(worker.clone(), connection.clone(), request))
+        })
     };
     let config = &worker.shared.config;
     let shutdown = worker.shared.shutdown.clone();
