@@ -98,6 +98,8 @@ def _measure(context: Context, target: Target, spec: LoadSpec, label: str) -> di
         after = tree_usage(root)
         sampler.sample()
         figures["cpu_per_10k"] = (after.cpu_seconds - before.cpu_seconds) / result.requests * 10_000
+        figures["user_cpu_per_10k"] = ((after.user_seconds - before.user_seconds)
+                                       / result.requests * 10_000)
         figures["peak_rss_mib"] = sampler.peak / MIB
     if result.failed:
         # Nothing changes during these cases, so any failed request means a broken setup.

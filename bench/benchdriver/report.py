@@ -127,6 +127,9 @@ def build_rows(results: Results, compiler: dict | None) -> list[Row]:
         rows.append(_metric_row(results, case, label, "p50_ms", "p50 latency, ms", 2, []))
         rows.append(_metric_row(results, case, label, "p99_ms", "p99 latency, ms", 2, p99))
         rows.append(_metric_row(results, case, label, "cpu_per_10k", "proxy CPU s per 10k requests", 3, cpu))
+        # The user-space part shows the proxy's own work; the kernel's share is mostly the
+        # same TCP work for every proxy.
+        rows.append(_metric_row(results, case, label, "user_cpu_per_10k", "of which user space", 3, []))
         if case == "http1_connections":
             reuse = results.median(case, "gangway", "upstream_reuse_percent")
             rows.append(_gangway_row(label, "upstream connection reuse, %", reuse, 3,

@@ -21,9 +21,10 @@ class BenchError(Exception):
     a load run that sends no request, a tool that is missing."""
 
 
-def read_stat(pid: int) -> tuple[int, float, int] | None:
-    """Return (parent pid, user + system CPU seconds, RSS bytes) of one process, or None when
-    it is gone. Fields are counted after the `comm` field, which may contain spaces."""
+def read_stat(pid: int) -> tuple[int, float, int, float] | None:
+    """Return (parent pid, user + system CPU seconds, RSS bytes, user CPU seconds) of one
+    process, or None when it is gone. Fields are counted after the `comm` field, which may
+    contain spaces."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -32,9 +33,10 @@ def read_stat(pid: int) -> tuple[int, float, int] | None:
     # proc(5) numbers the fields from 1: 4 is ppid, 14 utime, 15 stime, 24 rss in pages.
     # `fields` starts at field 3, after `pid` and `comm`.
     ppid = int(fields[1])
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    user = int(fields[11]) / CLOCK_TICKS
+    cpu = user + int(fields[12]) / CLOCK_TICKS
     rss = int(fields[21]) * PAGE_SIZE
-    return ppid, cpu, rss
+    return ppid, cpu, rss, user
 
 
 def process_tree(root: int) -> list[int]:
@@ -60,6 +62,8 @@ class Usage:
 
     cpu_seconds: float
     rss_bytes: int
+    # The user-space part of `cpu_seconds`; the rest is time in the kernel.
+    user_seconds: float = 0.0
 
 
 def tree_usage(root: int) -> Usage:
@@ -67,13 +71,14 @@ def tree_usage(root: int) -> Usage:
 
     CPU time of descendants that already exited is not counted. The callers measure trees
     whose processes live through the measurement, which is true except during reloads."""
-    cpu, rss = 0.0, 0
+    cpu, rss, user = 0.0, 0, 0.0
     for pid in process_tree(root):
         stat = read_stat(pid)
         if stat is not None:
             cpu += stat[1]
             rss += stat[2]
-    return Usage(cpu, rss)
+            user += stat[3]
+    return Usage(cpu, rss, user)
 
 
 class MemorySampler:

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -28,9 +29,14 @@ def oha_json(statuses: dict[str, int], errors: dict[str, int]) -> str:
 
 class ProcTest(unittest.TestCase):
     def test_read_stat_of_this_process(self):
-        ppid, cpu, rss = system.read_stat(os.getpid())
+        # Burn some user time, so that the user part is above zero at clock-tick resolution.
+        deadline = time.process_time() + 0.05
+        while time.process_time() < deadline:
+            pass
+        ppid, cpu, rss, user = system.read_stat(os.getpid())
         self.assertEqual(ppid, os.getppid())
-        self.assertGreaterEqual(cpu, 0.0)
+        self.assertGreater(user, 0.0)
+        self.assertGreaterEqual(cpu, user)
         self.assertGreater(rss, 0)
 
     def test_read_stat_of_missing_process(self):
