@@ -214,8 +214,7 @@ class Gangway(Target):
             self.manifests / "bench.json", [configs.gangway_ingress("bench", hosts[:1])]
         )
         self._write_changed_routes(hosts)
-        # Gangway's YAML parser (serde-saphyr) rejects a document of more than 250,000
-        # nodes, about 4,000 of these Ingresses, so they are spread over several files.
+        # Spread over several files, as a repository of manifests would hold them.
         for first in range(0, scale_ingresses, SCALE_INGRESSES_PER_FILE):
             last = min(first + SCALE_INGRESSES_PER_FILE, scale_ingresses)
             scale = [

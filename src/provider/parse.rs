@@ -8,12 +8,19 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 
 use crate::store::{ObjectKey, ObjectRef, Store};
 
 /// Namespace given to namespaced objects that name none, as `kubectl apply` does.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Most YAML nodes (mappings, sequences and scalars) one document may hold. serde-saphyr's
+/// default of 250,000 guards against hostile input and stops a `kind: List` at about 4,000
+/// Ingresses; manifests here come from the operator, so the limit only bounds memory. At
+/// about 100 bytes per node it allows documents of several hundred MB.
+const MAX_NODES_PER_DOCUMENT: usize = 4_000_000;
 
 /// One object Gangway reads.
 #[derive(Clone, Debug)]
@@ -89,15 +96,23 @@ pub struct ParsedFile {
 /// error names its document and the other documents still parse. JSON is a subset of YAML
 /// and goes through the same path. Objects without a namespace get `default`.
 pub fn parse_manifests(text: &str) -> ParsedFile {
+    parse_with_limit(text, MAX_NODES_PER_DOCUMENT)
+}
+
+fn parse_with_limit(text: &str, max_nodes: usize) -> ParsedFile {
+    // Every node produces at least one parser event, and a mapping or sequence two.
+    let options = serde_saphyr::options!(
+        budget: serde_saphyr::budget!(max_nodes: max_nodes, max_events: max_nodes * 4),
+    );
     let mut parsed = ParsedFile::default();
     for (index, (first_line, document)) in split_documents(text).into_iter().enumerate() {
         let number = index + 1;
-        let value: Value = match serde_saphyr::from_str(document) {
+        let value: Value = match serde_saphyr::from_str_with_options(document, options.clone()) {
             Ok(value) => value,
             Err(error) => {
                 parsed.errors.push(ParseError {
                     document: number,
-                    message: yaml_error_message(&error, first_line),
+                    message: yaml_error_message(&error, first_line, max_nodes),
                 });
                 continue;
             }
@@ -147,7 +162,19 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
 
 /// Describes a YAML syntax error with its line counted from the start of the file. The parser
 /// reads one document at a time and counts lines from the document's start.
-fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize) -> String {
+fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize, max_nodes: usize) -> String {
+    if let serde_saphyr::Error::Budget { breach, .. } = error.without_snippet() {
+        let limit = match breach {
+            BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
+                format!("has more than {max_nodes} YAML nodes")
+            }
+            other => format!("exceeds a parser limit ({other:?})"),
+        };
+        return format!(
+            "the document that starts at line {first_line} {limit}; \
+             split it into several documents or files"
+        );
+    }
     let message = DefaultMessageFormatter.format_message(error);
     let message = first_line_of(&message);
     match error.location() {
@@ -318,6 +345,48 @@ items:
         let message = &parsed.errors[0].message;
         assert!(message.contains("Service web"), "{message}");
         assert!(message.contains("spec.ports[0].port"), "{message}");
+    }
+
+    fn ingress_list(items: usize) -> String {
+        let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for i in 0..items {
+            text.push_str(&format!(
+                "- apiVersion: networking.k8s.io/v1\n  kind: Ingress\n  \
+                 metadata: {{name: web-{i}, namespace: apps}}\n  \
+                 spec:\n    rules:\n    - host: web-{i}.example.com\n      http:\n        \
+                 paths:\n        - path: /\n          pathType: Prefix\n          \
+                 backend: {{service: {{name: web, port: {{number: 80}}}}}}\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn list_beyond_the_default_parser_budget_parses() {
+        // About 40 nodes per item: 10,000 items are 400,000 nodes, above serde-saphyr's
+        // default limit of 250,000.
+        let parsed = parse_manifests(&ingress_list(10_000));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.objects.len(), 10_000);
+    }
+
+    #[test]
+    fn document_over_the_node_limit_names_the_limit() {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: a}}\n---\n{}",
+            ingress_list(50)
+        );
+        let parsed = parse_with_limit(&text, 1_000);
+        assert_eq!(parsed.objects.len(), 1, "the small document still parses");
+        assert_eq!(parsed.errors.len(), 1);
+        let error = &parsed.errors[0];
+        assert_eq!(error.document, 2);
+        // The `---` line counts as the document's first line, as in other parse errors.
+        assert_eq!(
+            error.message,
+            "the document that starts at line 4 has more than 1000 YAML nodes; \
+             split it into several documents or files"
+        );
     }
 
     #[test]
