@@ -137,11 +137,12 @@ pub struct RunArgs {
     )]
     pub access_log: bool,
 
-    /// Time a client has to send the complete request head.
+    /// Time a client has to send its first complete request head after connecting.
     #[arg(long, env = "GANGWAY_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub client_header_timeout: Duration,
 
-    /// Time an idle client connection stays open between requests.
+    /// Time an idle client connection stays open between requests; the next request head
+    /// must arrive within it.
     #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 

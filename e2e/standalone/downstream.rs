@@ -48,3 +48,49 @@ async fn idle_keep_alive_connection_is_closed() {
     }
     assert_eq!(get(gangway.http, "app.test", "/").await.outcome(), "app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_outlives_the_header_timeout() {
+    // The header timeout bounds the wait for a request head, not the idle time after a
+    // response, which has its own limit.
+    let (gangway, _server) = start_echo_app(
+        "app.test",
+        &["--client-header-timeout", "300ms", "--idle-timeout", "30s"],
+    )
+    .await;
+    let mut client = Http1Client::connect(gangway.http).await.unwrap();
+    assert_eq!(client.get("app.test", "/").await.unwrap().status, 200);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !client.is_closed(),
+        "the idle connection closed at the header timeout"
+    );
+    assert_eq!(client.get("app.test", "/").await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_head_after_a_keep_alive_request_is_closed() {
+    let (gangway, _server) = start_echo_app("app.test", &["--idle-timeout", "300ms"]).await;
+    let mut stream = TcpStream::connect(gangway.http).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    tokio::time::timeout(CHANGE_TIMEOUT, stream.read_exact(&mut first))
+        .await
+        .expect("no response to the first request")
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // Half of a second request head, then silence.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(CHANGE_TIMEOUT, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the proxy kept the slow connection open");
+    assert_eq!(get(gangway.http, "app.test", "/").await.outcome(), "app");
+}

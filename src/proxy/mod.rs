@@ -49,14 +49,12 @@ pub struct ProxyConfig {
     /// Port that clients use to reach the HTTPS listener, used in redirects to HTTPS and in
     /// `X-Forwarded-Port`. 0 means the port the HTTPS listener is bound to.
     pub https_public_port: u16,
-    /// Time a client has to send the first request head on a new connection (TLS handshake
-    /// included) and each HTTP/1.1 request head.
+    /// Time a client has to send the first request head on a new connection, TLS handshake
+    /// included.
     pub client_header_timeout: Duration,
-    /// Time a downstream connection may stay open without a request in flight.
-    ///
-    /// NOTE: hyper 1.13 also runs its header read timer while an HTTP/1.1 connection waits
-    /// for its next request, so an idle HTTP/1.1 connection closes after the shorter of this
-    /// and `client_header_timeout`. HTTP/2 connections use this value alone.
+    /// Time a downstream connection may stay open without a request in flight. On a
+    /// keep-alive connection the next request head must arrive within it, counted from the
+    /// end of the previous request, as nginx's `keepalive_timeout` counts.
     pub idle_timeout: Duration,
     /// Time to open an upstream connection, TLS handshake included.
     pub upstream_connect_timeout: Duration,

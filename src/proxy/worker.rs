@@ -34,6 +34,10 @@ use crate::live::Live;
 /// Pause after a failed `accept`, such as EMFILE, so the loop does not spin while the
 /// process is out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Time a connection closed for idleness has to finish closing before it is dropped. hyper's
+/// graceful shutdown closes an idle HTTP/1.1 connection at once, but waits for a request head
+/// that has only partly arrived, which is the slow client the timeout is there to cut off.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Read-only state that every worker shares.
 pub(super) struct Shared {
@@ -218,12 +222,15 @@ impl Drop for InFlight {
     }
 }
 
-fn server_builder(config: &ProxyConfig) -> auto::Builder<LocalExec> {
+fn server_builder() -> auto::Builder<LocalExec> {
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.client_header_timeout)
+        // `serve_connection` enforces the header and idle timeouts itself. hyper's header
+        // timer would run from the end of each response, so it would also close idle
+        // keep-alive connections at the header timeout, and it costs a timer per request.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     builder
@@ -241,7 +248,7 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
         counters: CounterCache::new(shared.live.metrics().clone()),
         failure_log: FailureLog::new(),
         tasks: TaskTracker::new(),
-        builder: server_builder(config),
+        builder: server_builder(),
     });
     let shutdown = shared.shutdown.clone();
 
@@ -344,12 +351,15 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut served = std::pin::pin!(served);
     let mut draining = false;
+    // Set when the connection was closed for idleness: the time to drop it if it is still open.
+    let mut drop_at: Option<Instant> = None;
     loop {
         // While a request is in flight there is no idle deadline; the check runs again after
         // `idle_timeout`, by which time the request may have ended.
         let deadline = connection
             .idle_deadline(config)
             .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+        let far = Instant::now() + config.idle_timeout;
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {
@@ -376,7 +386,19 @@ where
                     );
                     served.as_mut().graceful_shutdown();
                     draining = true;
+                    drop_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
+            }
+            () = tokio::time::sleep_until(drop_at.unwrap_or(far)), if drop_at.is_some() => {
+                // A request head that completed during the grace is served to its end.
+                if connection.idle_deadline(config).is_some() {
+                    tracing::debug!(
+                        client = %connection.client,
+                        "dropping downstream connection with an unfinished request head"
+                    );
+                    return;
+                }
+                drop_at = None;
             }
         }
     }
