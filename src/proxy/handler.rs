@@ -418,6 +418,8 @@ fn prepare_upstream_headers(context: &RequestContext<'_>, parts: &mut Parts, upg
         host: context.host,
         public_port,
     };
+    // Room for the six headers added below, so the map grows at most once.
+    parts.headers.reserve(6);
     headers::set_forwarded(&mut parts.headers, &forwarded);
     parts
         .headers

@@ -86,7 +86,13 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(str::trim)
-            .filter(|item| !item.is_empty() && !item.eq_ignore_ascii_case("close"))
+            // The common tokens first, without parsing them as header names.
+            .filter(|item| {
+                !item.is_empty()
+                    && !item.eq_ignore_ascii_case("keep-alive")
+                    && !item.eq_ignore_ascii_case("close")
+                    && !item.eq_ignore_ascii_case("upgrade")
+            })
             .filter_map(|item| HeaderName::from_bytes(item.as_bytes()).ok())
             // The fixed list is handled below, `TE` and `Upgrade` with their exceptions.
             .filter(|name| !HOP_BY_HOP.contains(name))
@@ -153,10 +159,15 @@ pub(super) fn set_forwarded(headers: &mut HeaderMap, forwarded: &ForwardedFor<'_
     headers.insert(X_REAL_IP, forwarded.client_ip.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarded.proto));
     headers.insert(X_FORWARDED_PORT, HeaderValue::from(forwarded.public_port));
-    match forwarded
-        .host
-        .and_then(|host| HeaderValue::from_str(host).ok())
-    {
+    // The `Host` header's value is shared rather than copied when it is the host named.
+    let host = forwarded.host.and_then(|host| {
+        headers
+            .get(header::HOST)
+            .filter(|value| value.as_bytes() == host.as_bytes())
+            .cloned()
+            .or_else(|| HeaderValue::from_str(host).ok())
+    });
+    match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
     };
