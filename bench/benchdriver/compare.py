@@ -1,0 +1,101 @@
+"""CPU per request of several Gangway builds and nginx, interleaved in one run, for before
+and after figures of a change.
+
+Usage: python3 -m benchdriver.compare --oha PATH [--rounds N] [--seconds S] GANGWAY...
+
+Each round runs case 1's HTTP/1.1 load (50 connections, as fast as they go) against nginx,
+then against every given binary. The proxy runs on CPU 0, as in the full benchmark. The
+output is the proxy's user-space and kernel CPU milliseconds per 10,000 requests.
+Interleaving the binaries within each round spreads the machine's noise over all of them
+alike."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from . import configs
+from .configs import BENCH_HOST
+from .load import LoadSpec, run_load
+from .system import Processes, process_tree, read_stat
+from .targets import Gangway, Nginx, Target, Upstream
+
+WARMUP_SECONDS = 2.0
+
+
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """Returns the user and system CPU seconds summed over a process tree."""
+    user = total = 0.0
+    for pid in process_tree(root):
+        stat = read_stat(pid)
+        if stat is not None:
+            total += stat[1]
+            user += stat[3]
+    return user, total - user
+
+
+def measure(oha: Path, target: Target, work: Path, seconds: float) -> tuple[float, float, float]:
+    """Starts `target`, warms it up, and returns (requests/s, user ms, system ms per 10k)."""
+    target.start([BENCH_HOST])
+    try:
+        spec = LoadSpec(port=target.ports.http, connections=50, seconds=WARMUP_SECONDS)
+        run_load(oha, spec, work / "warmup.log")
+        root = target.root_pid
+        before = cpu_seconds(root)
+        result = run_load(oha, LoadSpec(port=target.ports.http, connections=50, seconds=seconds),
+                          work / "load.log")
+        after = cpu_seconds(root)
+    finally:
+        target.stop()
+    if result.requests == 0 or result.failed:
+        raise SystemExit(f"{target.name}: {result.failed} of {result.requests} requests failed; "
+                         f"see {work / 'load.log'}")
+    per_10k = 10_000 / result.requests * 1000
+    return (result.requests / result.seconds, (after[0] - before[0]) * per_10k,
+            (after[1] - before[1]) * per_10k)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="benchdriver.compare", description=__doc__)
+    parser.add_argument("--oha", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("bench/.work/compare"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("gangway", type=Path, nargs="+", help="gangway binaries to compare")
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    processes = Processes()
+    names = ["nginx", *(str(binary) for binary in args.gangway)]
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    try:
+        tls = configs.make_certificate(work / "tls")
+        Upstream(processes, work, "1", tls).start()
+        for round_number in range(1, args.rounds + 1):
+            targets: list[tuple[str, Target]] = [("nginx", Nginx(processes, work, "0", tls))]
+            for index, binary in enumerate(args.gangway):
+                targets.append((str(binary), Gangway(binary.resolve(), processes,
+                                                     work / f"gangway-{index}", "0", tls)))
+            for name, target in targets:
+                figures[name].append(measure(args.oha.resolve(), target, work, args.seconds))
+                rps, user, system = figures[name][-1]
+                print(f"round {round_number}: {name}: {rps:,.0f} requests/s, user {user:.1f} ms, "
+                      f"system {system:.1f} ms per 10k requests", file=sys.stderr, flush=True)
+    finally:
+        processes.stop_all()
+
+    print(f"median of {args.rounds} rounds, CPU ms per 10k requests:")
+    print(f"{'proxy':40} {'requests/s':>10} {'user':>7} {'system':>7} {'total':>7}")
+    for name in names:
+        rps = statistics.median(f[0] for f in figures[name])
+        user = statistics.median(f[1] for f in figures[name])
+        system = statistics.median(f[2] for f in figures[name])
+        print(f"{name:40} {rps:10,.0f} {user:7.1f} {system:7.1f} {user + system:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
