@@ -23,7 +23,7 @@ use crate::compile::{CompileOptions, compile};
 use crate::live::Live;
 use crate::snapshot::Snapshot;
 use crate::status::{Problem, Severity, StatusReport};
-use crate::store::Store;
+use crate::store::{ObjectKey, ObjectRef, Store};
 
 pub use scan::{Changes, FILE_KIND, ManifestSet, file_ref};
 
@@ -92,8 +92,39 @@ fn compile_store(
 ) -> (Snapshot, StatusReport) {
     let (snapshot, mut report) = compile(store, options);
     report.problems.extend(file_problems);
+    report
+        .problems
+        .extend(missing_class_problem(store, options));
     report.problems.sort();
     (snapshot, report)
+}
+
+/// Returns a warning when the directory has Ingresses but no IngressClass of Gangway's. Only
+/// Ingresses with the legacy class annotation are served then, which surprises a first
+/// standalone run. A cluster usually has the class from the chart, so cluster mode skips it.
+fn missing_class_problem(store: &Store, options: &CompileOptions) -> Option<Problem> {
+    let has_class = store.ingress_classes.values().any(|class| {
+        class
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.controller.as_deref())
+            == Some(options.controller_name.as_str())
+    });
+    if has_class || store.ingresses.is_empty() {
+        return None;
+    }
+    Some(Problem::warning(
+        // About IngressClasses in general, none in particular.
+        ObjectRef::new("IngressClass", ObjectKey::cluster("*")),
+        "",
+        "NoIngressClass",
+        format!(
+            "no IngressClass has spec.controller {}, so only Ingresses with the \
+             kubernetes.io/ingress.class annotation are served; add an IngressClass \
+             like the one in examples/standalone/gangway.yaml",
+            options.controller_name
+        ),
+    ))
 }
 
 /// Watches a manifest directory and publishes a snapshot to [`Live`] after each change.

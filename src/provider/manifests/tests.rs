@@ -324,6 +324,55 @@ fn compile_directory_merges_file_problems_sorted() {
     assert!(report.has_errors());
 }
 
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: gangway
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+"#;
+
+#[test]
+fn missing_ingress_class_is_a_warning() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "ingress.yaml", INGRESS);
+
+    let (_, report) = compile_directory(dir.path(), &CompileOptions::default()).unwrap();
+
+    let problem = report
+        .problems
+        .iter()
+        .find(|problem| problem.reason == "NoIngressClass")
+        .expect("a NoIngressClass problem");
+    assert_eq!(problem.severity, Severity::Warning);
+    assert!(
+        problem
+            .message
+            .contains("no IngressClass has spec.controller gangway.dev/ingress-controller"),
+        "{}",
+        problem.message
+    );
+    assert!(!report.has_errors());
+}
+
+#[test]
+fn ingress_class_of_ours_silences_the_warning() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "ingress.yaml", INGRESS);
+    write(
+        dir.path(),
+        "class.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: gangway}\n\
+         spec: {controller: gangway.dev/ingress-controller}\n",
+    );
+
+    let (_, report) = compile_directory(dir.path(), &CompileOptions::default()).unwrap();
+
+    let reasons: Vec<&str> = report.problems.iter().map(|p| p.reason.as_str()).collect();
+    assert!(!reasons.contains(&"NoIngressClass"), "{reasons:?}");
+}
+
 /// A provider running on a temporary directory, stopped on drop.
 struct Watched {
     dir: TempDir,
