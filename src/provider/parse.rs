@@ -16,10 +16,10 @@ use crate::store::{ObjectKey, ObjectRef, Store};
 /// Namespace given to namespaced objects that name none, as `kubectl apply` does.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Most YAML nodes (mappings, sequences and scalars) one document may hold. serde-saphyr's
-/// default of 250,000 guards against hostile input and stops a `kind: List` at about 4,000
-/// Ingresses; manifests here come from the operator, so the limit only bounds memory. At
-/// about 100 bytes per node it allows documents of several hundred MB.
+/// Maximum number of YAML nodes (mappings, sequences and scalars) in one document.
+/// serde-saphyr's default of 250,000 guards against hostile input and stops a `kind: List`
+/// at about 4,000 Ingresses. Manifests here come from the operator, so the limit only bounds
+/// memory. At about 100 bytes per node it allows documents of several hundred MB.
 const MAX_NODES_PER_DOCUMENT: usize = 4_000_000;
 
 /// One object Gangway reads.

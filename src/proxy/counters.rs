@@ -118,8 +118,8 @@ impl CounterCache {
     }
 
     /// Moves the cache to `generation` when it is newer than the cached one, dropping every
-    /// handle keyed by an older snapshot's addresses. Returns false for a request that still
-    /// holds an older snapshot: its addresses may have been reused, so it bypasses the cache.
+    /// handle keyed by an older snapshot's addresses. Returns false for a request routed by an
+    /// older snapshot: its addresses may have been reused, so it bypasses the cache.
     fn is_current(&self, generation: u64) -> bool {
         let cached = self.generation.get();
         if generation > cached {
@@ -169,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_handles_count_into_the_labelled_series() {
+    fn cache_counts_into_labelled_series() {
         let metrics = Arc::new(Metrics::new());
         let cache = CounterCache::new(metrics.clone());
         let web = backend("web");
@@ -188,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_generation_drops_handles_and_an_old_one_bypasses_the_cache() {
+    fn cache_resets_on_new_generation() {
         let metrics = Arc::new(Metrics::new());
         let cache = CounterCache::new(metrics.clone());
         let web = backend("web");
@@ -210,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_handles_count_by_service() {
+    fn cache_counts_upstreams_by_service() {
         let metrics = Arc::new(Metrics::new());
         let cache = CounterCache::new(metrics.clone());
         let web = backend("web");

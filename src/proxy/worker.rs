@@ -335,7 +335,7 @@ where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // TODO: release hyper's HTTP/1.1 read and write buffers (8 to 16 KiB each) while a
-    // keep-alive connection waits for its next request, as nginx frees its request buffers;
+    // keep-alive connection waits for its next request, as nginx frees its request buffers.
     // hyper 1.13 has no option for it, so this needs a hyper change or an own HTTP/1.1 codec.
     let connection = Rc::new(connection);
     let service = {
