@@ -10,6 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ptr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
@@ -55,14 +56,17 @@ impl CounterCache {
         }
     }
 
-    /// Counts one request served by `route` and `backend` of snapshot `generation`.
+    /// Counts one request served by `route` and `backend` of snapshot `generation`, and
+    /// records its duration.
     pub(super) fn count_request(
         &self,
         generation: u64,
         route: Option<&Route>,
         backend: Option<&Backend>,
         status: StatusCode,
+        elapsed: Duration,
     ) {
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
         let key = RequestKey {
             route: route.map_or(0, |route| ptr::from_ref(route) as usize),
             backend: backend.map_or(0, |backend| ptr::from_ref(backend) as usize),
@@ -175,11 +179,17 @@ mod tests {
         let web = backend("web");
         let (a, b) = (route("a", &web), route("b", &web));
         for _ in 0..3 {
-            cache.count_request(1, Some(&a), Some(&web), StatusCode::OK);
+            cache.count_request(1, Some(&a), Some(&web), StatusCode::OK, Duration::ZERO);
         }
-        cache.count_request(1, Some(&b), Some(&web), StatusCode::OK);
-        cache.count_request(1, Some(&a), Some(&web), StatusCode::BAD_GATEWAY);
-        cache.count_request(1, None, None, StatusCode::NOT_FOUND);
+        cache.count_request(1, Some(&b), Some(&web), StatusCode::OK, Duration::ZERO);
+        cache.count_request(
+            1,
+            Some(&a),
+            Some(&web),
+            StatusCode::BAD_GATEWAY,
+            Duration::ZERO,
+        );
+        cache.count_request(1, None, None, StatusCode::NOT_FOUND, Duration::ZERO);
 
         assert_eq!(requests(&metrics, "default/a", "default/web", 200), 3);
         assert_eq!(requests(&metrics, "default/b", "default/web", 200), 1);
@@ -193,16 +203,16 @@ mod tests {
         let cache = CounterCache::new(metrics.clone());
         let web = backend("web");
         let a = route("a", &web);
-        cache.count_request(1, Some(&a), Some(&web), StatusCode::OK);
+        cache.count_request(1, Some(&a), Some(&web), StatusCode::OK, Duration::ZERO);
         assert_eq!(cache.requests.borrow().len(), 1);
 
         // Generation 2: the same addresses may now mean other objects, so nothing is kept.
         let api = backend("api");
         let c = route("c", &api);
-        cache.count_request(2, Some(&c), Some(&api), StatusCode::OK);
+        cache.count_request(2, Some(&c), Some(&api), StatusCode::OK, Duration::ZERO);
         assert_eq!(cache.requests.borrow().len(), 1);
-        // A request that still holds generation 1 counts without touching the cache.
-        cache.count_request(1, Some(&a), Some(&web), StatusCode::OK);
+        // A request routed by generation 1 counts without touching the cache.
+        cache.count_request(1, Some(&a), Some(&web), StatusCode::OK, Duration::ZERO);
         assert_eq!(cache.requests.borrow().len(), 1);
 
         assert_eq!(requests(&metrics, "default/a", "default/web", 200), 2);

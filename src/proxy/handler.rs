@@ -101,13 +101,8 @@ pub(super) async fn handle(
         exchange.route,
         exchange.backend,
         response.status(),
+        elapsed,
     );
-    worker
-        .shared
-        .live
-        .metrics()
-        .request_duration
-        .observe(elapsed.as_secs_f64());
     if worker.shared.config.access_log {
         log.write_access(response.status(), elapsed);
     }

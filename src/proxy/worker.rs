@@ -362,7 +362,6 @@ where
         let deadline = connection
             .idle_deadline(config)
             .unwrap_or_else(|| Instant::now() + config.idle_timeout);
-        let far = Instant::now() + config.idle_timeout;
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(error) = result {
@@ -392,7 +391,7 @@ where
                     drop_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
-            () = tokio::time::sleep_until(drop_at.unwrap_or(far)), if drop_at.is_some() => {
+            () = tokio::time::sleep_until(drop_at.unwrap_or(deadline)), if drop_at.is_some() => {
                 // A request head that completed during the grace is served to its end.
                 if connection.idle_deadline(config).is_some() {
                     tracing::debug!(
