@@ -16,45 +16,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from . import configs
-from .configs import BENCH_HOST
-from .load import LoadSpec, run_load
-from .system import Processes, process_tree, read_stat
+from . import cases, configs
+from .system import Processes
 from .targets import Gangway, Nginx, Target, Upstream
 
-WARMUP_SECONDS = 2.0
 
-
-def cpu_seconds(root: int) -> tuple[float, float]:
-    """Returns the user and system CPU seconds summed over a process tree."""
-    user = total = 0.0
-    for pid in process_tree(root):
-        stat = read_stat(pid)
-        if stat is not None:
-            total += stat[1]
-            user += stat[3]
-    return user, total - user
-
-
-def measure(oha: Path, target: Target, work: Path, seconds: float) -> tuple[float, float, float]:
-    """Starts `target`, warms it up, and returns (requests/s, user ms, system ms per 10k)."""
-    target.start([BENCH_HOST])
-    try:
-        spec = LoadSpec(port=target.ports.http, connections=50, seconds=WARMUP_SECONDS)
-        run_load(oha, spec, work / "warmup.log")
-        root = target.root_pid
-        before = cpu_seconds(root)
-        result = run_load(oha, LoadSpec(port=target.ports.http, connections=50, seconds=seconds),
-                          work / "load.log")
-        after = cpu_seconds(root)
-    finally:
-        target.stop()
-    if result.requests == 0 or result.failed:
-        raise SystemExit(f"{target.name}: {result.failed} of {result.requests} requests failed; "
-                         f"see {work / 'load.log'}")
-    per_10k = 10_000 / result.requests * 1000
-    return (result.requests / result.seconds, (after[0] - before[0]) * per_10k,
-            (after[1] - before[1]) * per_10k)
+def measure(context: cases.Context, target: Target) -> tuple[float, float, float]:
+    """Runs case 1 against `target` and returns (requests/s, user ms, system ms per 10k)."""
+    figures = cases.http1_connections(context, target)
+    user = figures["user_cpu_per_10k"] * 1000
+    return figures["rps"], user, figures["cpu_per_10k"] * 1000 - user
 
 
 def main(argv: list[str]) -> int:
@@ -68,6 +39,8 @@ def main(argv: list[str]) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
+    context = cases.Context(oha=args.oha.resolve(), work=work,
+                            settings=cases.Settings(seconds=args.seconds))
     processes = Processes()
     names = ["nginx", *(str(binary) for binary in args.gangway)]
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
@@ -80,7 +53,7 @@ def main(argv: list[str]) -> int:
                 targets.append((str(binary), Gangway(binary.resolve(), processes,
                                                      work / f"gangway-{index}", "0", tls)))
             for name, target in targets:
-                figures[name].append(measure(args.oha.resolve(), target, work, args.seconds))
+                figures[name].append(measure(context, target))
                 rps, user, system = figures[name][-1]
                 print(f"round {round_number}: {name}: {rps:,.0f} requests/s, user {user:.1f} ms, "
                       f"system {system:.1f} ms per 10k requests", file=sys.stderr, flush=True)
