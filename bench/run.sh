@@ -75,7 +75,7 @@ build_gangway() {
     # target/release/gangway with the dev-dependencies' features (tokio's test-util among
     # them). So the binary measured in cases 1 to 6 is a copy taken right after this build.
     # Quick mode builds the benchmarks in the same cargo run instead, so that the
-    # dependencies compile once; its copy then carries those features, which is harmless
+    # dependencies compile once. Its copy then carries those features, which is harmless
     # because quick mode measures no speed.
     local targets=(--bin gangway)
     $quick && targets+=(--benches)

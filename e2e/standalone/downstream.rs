@@ -70,7 +70,7 @@ async fn idle_connection_outlives_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_head_after_a_keep_alive_request_is_closed() {
+async fn slow_second_request_head_is_closed() {
     let (gangway, _server) = start_echo_app("app.test", &["--idle-timeout", "300ms"]).await;
     let mut stream = TcpStream::connect(gangway.http).await.unwrap();
     stream
