@@ -270,11 +270,13 @@ async fn refused_connection_answers_502() {
 
     assert_eq!(reply.status, 502);
     assert_eq!(reply.header("x-gangway-error"), Some("connect-refused"));
-    let logged = gangway.log_records().into_iter().any(|record| {
-        record["message"] == "request failed"
-            && record["kind"] == "connect-refused"
-            && record["route"] == "ingress/default/app/rule/0/path/0"
-    });
+    let logged = gangway
+        .wait_for_log_record(|record| {
+            record["message"] == "request failed"
+                && record["kind"] == "connect-refused"
+                && record["route"] == "ingress/default/app/rule/0/path/0"
+        })
+        .await;
     assert!(logged, "no failure line naming the route and kind");
 }
 

@@ -42,11 +42,13 @@ spec: {}
         "the message names the line: {message}"
     );
 
-    let logged = gangway.log_records().into_iter().any(|record| {
-        record["level"] == "WARN"
-            && record["reason"] == "InvalidManifest"
-            && record["name"] == "team/broken.yaml"
-    });
+    let logged = gangway
+        .wait_for_log_record(|record| {
+            record["level"] == "WARN"
+                && record["reason"] == "InvalidManifest"
+                && record["name"] == "team/broken.yaml"
+        })
+        .await;
     assert!(logged, "no warning log line names the file");
 }
 

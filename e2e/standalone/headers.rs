@@ -175,9 +175,10 @@ async fn request_id_generated_and_kept() {
 
     // The access log carries the id.
     let logged = gangway
-        .log_records()
-        .into_iter()
-        .any(|record| record["request_id"] == "trace-42.a_b:c" && record["status"] == 200);
+        .wait_for_log_record(|record| {
+            record["request_id"] == "trace-42.a_b:c" && record["status"] == 200
+        })
+        .await;
     assert!(logged, "no access log line with the client's request id");
 }
 

@@ -211,6 +211,22 @@ impl Gangway {
             .collect()
     }
 
+    /// Waits up to `CHANGE_TIMEOUT` for a log record that `matches` accepts, because lines
+    /// reach the test through a reader thread some time after the process writes them.
+    /// Returns whether one arrived.
+    pub async fn wait_for_log_record(&self, matches: impl Fn(&Value) -> bool) -> bool {
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        loop {
+            if self.log_records().iter().any(&matches) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Returns the process id, for sending signals.
     pub fn pid(&self) -> u32 {
         self.process.0.id()
