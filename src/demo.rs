@@ -108,6 +108,7 @@ fn serve_demo(args: &DemoArgs) -> Result<(), DemoError> {
             upstream_response_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
             access_log: true,
+            park_after: crate::proxy::DEFAULT_PARK_AFTER,
         },
         admin_listen: args.admin_listen,
     };

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub upstream_connections_opened: Family<UpstreamLabels, Counter>,
     /// Upstream requests sent on a pooled connection instead of a new one.
     pub upstream_connections_reused: Family<UpstreamLabels, Counter>,
+    /// Idle plain HTTP/1.1 connections held without their HTTP state, waiting for input.
+    pub downstream_connections_parked: Gauge,
     /// Generation of the live snapshot.
     pub snapshot_generation: Gauge,
     /// Duration of each compile, in seconds.
@@ -81,6 +83,12 @@ impl Metrics {
             "Upstream requests sent on a pooled connection",
             upstream_connections_reused.clone(),
         );
+        let downstream_connections_parked = Gauge::default();
+        registry.register(
+            "downstream_connections_parked",
+            "Idle plain HTTP/1.1 connections held without their HTTP state",
+            downstream_connections_parked.clone(),
+        );
         let snapshot_generation = Gauge::default();
         registry.register(
             "snapshot_generation",
@@ -112,6 +120,7 @@ impl Metrics {
             request_duration,
             upstream_connections_opened,
             upstream_connections_reused,
+            downstream_connections_parked,
             snapshot_generation,
             compile_duration,
             configuration_problems,

@@ -156,6 +156,7 @@ pub fn proxy_config(args: &RunArgs) -> ProxyConfig {
         upstream_response_timeout: args.upstream_response_timeout,
         shutdown_timeout: args.shutdown_timeout,
         access_log: args.access_log,
+        park_after: crate::proxy::DEFAULT_PARK_AFTER,
     }
 }
 

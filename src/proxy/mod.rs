@@ -14,6 +14,7 @@ mod handler;
 mod headers;
 mod listener;
 mod log;
+mod park;
 mod pool;
 mod tls;
 mod worker;
@@ -32,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::live::Live;
 
 pub use tls::generate_default_certificate;
+
+/// Default of [`ProxyConfig::park_after`]. Parking and resuming a connection cost a few
+/// microseconds, so connections that are busy keep their buffers.
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -64,6 +69,9 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Emit one `gangway::access` event per request.
     pub access_log: bool,
+    /// Time an idle plain HTTP/1.1 connection keeps its HTTP state before it is parked:
+    /// held as a bare socket until the client sends again. Not a command-line flag.
+    pub park_after: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -83,6 +91,7 @@ impl Default for ProxyConfig {
             upstream_response_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(25),
             access_log: true,
+            park_after: DEFAULT_PARK_AFTER,
         }
     }
 }

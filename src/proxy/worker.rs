@@ -2,16 +2,22 @@
 //! connections and upstream pool. Every task of a connection runs on its worker's thread.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,11 +27,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::body::ResponseBody;
 use super::counters::CounterCache;
 use super::failure::Failure;
 use super::handler;
 use super::headers;
 use super::log::{FailureLog, RequestLog};
+use super::park::{self, ParkSignal, ParkableStream};
 use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
 use super::tls::{CertificateResolver, UpstreamTls, server_config};
 use super::{ProxyConfig, ProxyError};
@@ -143,6 +151,9 @@ pub(super) struct WorkerContext {
     pub(super) counters: CounterCache,
     failure_log: FailureLog,
     tasks: TaskTracker,
+    /// For plain connections that start with HTTP/1, which can be parked.
+    http1: http1::Builder,
+    /// For TLS connections and plain ones that start with the HTTP/2 preface.
     builder: auto::Builder<LocalExec>,
 }
 
@@ -172,18 +183,25 @@ pub(super) struct Connection {
     pub(super) client_ip: HeaderValue,
     in_flight: Cell<usize>,
     requests: Cell<u64>,
+    /// Shared with the stream of a connection that can be parked (plain HTTP/1.1).
+    park: Option<Arc<ParkSignal>>,
     /// When the connection opened, or when its last request ended.
     last_active: Cell<Instant>,
 }
 
 impl Connection {
     fn new(scheme: ListenerScheme, client: SocketAddr) -> Self {
+        let park = match scheme {
+            ListenerScheme::Http => Some(Arc::default()),
+            ListenerScheme::Https => None,
+        };
         Self {
             scheme,
             client,
             client_ip: headers::ip_header(client.ip()),
             in_flight: Cell::new(0),
             requests: Cell::new(0),
+            park,
             last_active: Cell::new(Instant::now()),
         }
     }
@@ -192,7 +210,20 @@ impl Connection {
     pub(super) fn begin_request(self: &Rc<Self>) -> InFlight {
         self.in_flight.set(self.in_flight.get() + 1);
         self.requests.set(self.requests.get() + 1);
+        if let Some(park) = &self.park {
+            park.input_consumed();
+        }
         InFlight(self.clone())
+    }
+
+    /// Returns when the connection may be parked: `park_after` after its last request
+    /// ended, or `None` while a request is in flight or part of a request head may be
+    /// buffered.
+    fn park_deadline(&self, park: &ParkSignal, config: &ProxyConfig) -> Option<Instant> {
+        if self.in_flight.get() > 0 || park.input_pending() {
+            return None;
+        }
+        Some(self.last_active.get() + config.park_after)
     }
 
     /// Returns when the connection counts as idle for too long, or `None` while a request is
@@ -217,8 +248,16 @@ pub(super) struct InFlight(Rc<Connection>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let connection = &self.0;
-        connection.in_flight.set(connection.in_flight.get() - 1);
+        let in_flight = connection.in_flight.get() - 1;
+        connection.in_flight.set(in_flight);
         connection.last_active.set(Instant::now());
+        // Bytes read during the request were its body; any later ones set the flag again.
+        // NOTE: bytes of a pipelined request head read together with this request are
+        // forgotten here too. If that head is still unfinished a `park_after` later, parking
+        // makes hyper fail and close the connection.
+        if let (0, Some(park)) = (in_flight, &connection.park) {
+            park.input_consumed();
+        }
     }
 }
 
@@ -227,12 +266,22 @@ fn server_builder() -> auto::Builder<LocalExec> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        // `serve_connection` enforces the header and idle timeouts itself. hyper's header
-        // timer would run from the end of each response, so it would also close idle
-        // keep-alive connections at the header timeout, and it costs a timer per request.
+        // `drive` enforces the header and idle timeouts itself. hyper's header timer would
+        // run from the end of each response, so it would also close idle keep-alive
+        // connections at the header timeout, and it costs a timer per request.
         .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// The same HTTP/1.1 settings as [`server_builder`], for connections served without it.
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
     builder
 }
 
@@ -248,6 +297,7 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
         counters: CounterCache::new(shared.live.metrics().clone()),
         failure_log: FailureLog::new(),
         tasks: TaskTracker::new(),
+        http1: http1_builder(),
         builder: server_builder(),
     });
     let shutdown = shared.shutdown.clone();
@@ -306,9 +356,110 @@ async fn sweep_pool(pool: Rc<UpstreamPool>, shutdown: CancellationToken) {
 
 async fn serve_tcp(worker: Rc<WorkerContext>, stream: TcpStream, connection: Connection) {
     let _ = stream.set_nodelay(true);
-    serve_connection(worker, stream, connection).await;
+    let connection = Rc::new(connection);
+    let Some(signal) = connection.park.clone() else {
+        return Box::pin(serve_connection(worker, stream, connection)).await;
+    };
+    let mut stream = stream;
+    match wait_for_input(&worker, &connection, park::starts_with_http1(&stream)).await {
+        Some(true) => {}
+        Some(false) => return Box::pin(serve_connection(worker, stream, connection)).await,
+        None => return,
+    }
+    // The parked state: only the socket and this loop's timers are held.
+    loop {
+        let io = ParkableStream::new(stream, signal.clone());
+        let served = Box::pin(serve_http1(worker.clone(), io, connection.clone(), &signal));
+        match served.await {
+            Some(io) => stream = io.into_inner(),
+            None => return,
+        }
+        if wait_for_input(&worker, &connection, stream.readable())
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
 }
 
+/// Waits for `input`, which ends when a parked connection has bytes to read or is closed
+/// by its peer. Returns `None` when the connection should close instead: it stayed idle
+/// too long, or shutdown began.
+async fn wait_for_input<T>(
+    worker: &WorkerContext,
+    connection: &Connection,
+    input: impl Future<Output = T>,
+) -> Option<T> {
+    let config = &worker.shared.config;
+    let deadline = connection
+        .idle_deadline(config)
+        .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+    let _parked = ParkedGauge::count(&worker.shared.live.metrics().downstream_connections_parked);
+    tokio::select! {
+        input = input => Some(input),
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!(client = %connection.client, "closing idle downstream connection");
+            None
+        }
+        () = worker.shared.shutdown.cancelled() => None,
+    }
+}
+
+/// Counts a connection in `gangway_downstream_connections_parked` until dropped.
+struct ParkedGauge<'a>(&'a Gauge);
+
+impl<'a> ParkedGauge<'a> {
+    fn count(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ParkedGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves HTTP/1.1 on a plain connection until it closes or is parked; returns the stream
+/// when it is parked.
+async fn serve_http1(
+    worker: Rc<WorkerContext>,
+    io: ParkableStream,
+    connection: Rc<Connection>,
+    signal: &ParkSignal,
+) -> Option<ParkableStream> {
+    let served = worker
+        .http1
+        .serve_connection(TokioIo::new(io), request_service(&worker, &connection))
+        .with_upgrades();
+    let mut served = served;
+    let graceful_shutdown = |served: Pin<&mut http1::UpgradeableConnection<_, _>>| {
+        served.graceful_shutdown();
+    };
+    let parked = drive(
+        &worker,
+        &connection,
+        Pin::new(&mut served),
+        graceful_shutdown,
+        Some(signal),
+    )
+    .await;
+    if parked != Ended::Parked {
+        return None;
+    }
+    let parts = served.into_parts()?;
+    // hyper only ends cleanly at the end of the stream with an empty buffer.
+    if !parts.read_buf.is_empty() {
+        tracing::debug!(client = %connection.client, "not parking a connection with buffered input");
+        return None;
+    }
+    Some(parts.io.into_inner())
+}
+
+// TODO: park idle TLS HTTP/1.1 connections too. rustls keeps its state, but hyper's buffers
+// could go; the wait for input must then also look at plaintext rustls already decrypted.
 async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Connection) {
     let _ = stream.set_nodelay(true);
     let config = &worker.shared.config;
@@ -318,7 +469,7 @@ async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
         result = tokio::time::timeout(config.client_header_timeout, handshake) => result,
     };
     match tls {
-        Ok(Ok(stream)) => serve_connection(worker, stream, connection).await,
+        Ok(Ok(stream)) => serve_connection(worker, stream, Rc::new(connection)).await,
         Ok(Err(error)) => {
             tracing::debug!(client = %connection.client, error = %error, "TLS handshake failed");
         }
@@ -330,65 +481,124 @@ async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
 
 /// Serves HTTP on one connection until it closes, it stays idle too long, or shutdown
 /// makes it finish its in-flight requests.
-async fn serve_connection<I>(worker: Rc<WorkerContext>, io: I, connection: Connection)
+async fn serve_connection<I>(worker: Rc<WorkerContext>, io: I, connection: Rc<Connection>)
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // TODO: release hyper's HTTP/1.1 read and write buffers (8 to 16 KiB each) while a
-    // keep-alive connection waits for its next request, as nginx frees its request buffers.
-    // hyper 1.13 has no option for it, so this needs a hyper change or an own HTTP/1.1 codec.
-    let connection = Rc::new(connection);
-    let service = {
-        let worker = worker.clone();
-        let connection = connection.clone();
-        // Boxed per request: hyper keeps a slot of the future's size for the whole
-        // connection, and an idle keep-alive connection should not hold 4 KiB for it.
-        service_fn(move |request| {
-            Box::pin(handler::handle(worker.clone(), connection.clone(), request))
-        })
-    };
-    let config = &worker.shared.config;
-    let shutdown = worker.shared.shutdown.clone();
     let served = worker
         .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut served = std::pin::pin!(served);
+        .serve_connection_with_upgrades(TokioIo::new(io), request_service(&worker, &connection));
+    let graceful_shutdown = |served: Pin<&mut auto::UpgradeableConnection<_, _, _>>| {
+        served.graceful_shutdown();
+    };
+    drive(
+        &worker,
+        &connection,
+        std::pin::pin!(served),
+        graceful_shutdown,
+        None,
+    )
+    .await;
+}
+
+/// The future of one request: [`handler::handle`], boxed.
+type HandleFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>>>>;
+
+/// Builds the hyper service of a connection, which passes every request to
+/// [`handler::handle`].
+fn request_service(
+    worker: &Rc<WorkerContext>,
+    connection: &Rc<Connection>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<ResponseBody>,
+    Error = Infallible,
+    Future = HandleFuture,
+> + 'static {
+    let worker = worker.clone();
+    let connection = connection.clone();
+    // Boxed per request: hyper keeps a slot of the future's size for the whole connection,
+    // and an idle keep-alive connection should not hold 4 KiB for it.
+    service_fn(move |request| -> HandleFuture {
+        Box::pin(handler::handle(worker.clone(), connection.clone(), request))
+    })
+}
+
+/// The outcome of [`drive`].
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The connection closed, or failed.
+    Closed,
+    /// hyper stopped at the end of stream that parking reported; the socket is open.
+    Parked,
+}
+
+/// Runs `served` until it ends, enforcing the idle and header timeouts and the shutdown
+/// drain; `graceful_shutdown` is hyper's call of that name on `served`. With a `park`
+/// signal, it also parks the connection after `park_after` idle.
+async fn drive<C, E>(
+    worker: &WorkerContext,
+    connection: &Connection,
+    mut served: Pin<&mut C>,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+    park: Option<&ParkSignal>,
+) -> Ended
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let config = &worker.shared.config;
+    let shutdown = &worker.shared.shutdown;
     let mut draining = false;
     // Set when the connection was closed for idleness: the time to drop it if it is still open.
     let mut drop_at: Option<Instant> = None;
     loop {
         // While a request is in flight there is no idle deadline; the check runs again after
         // `idle_timeout`, by which time the request may have ended.
-        let deadline = connection
+        let idle_deadline = connection
             .idle_deadline(config)
             .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+        // With a request in flight, the parking check runs again after `park_after`.
+        let park_deadline = park.map(|park| {
+            connection
+                .park_deadline(park, config)
+                .unwrap_or_else(|| Instant::now() + config.park_after)
+        });
+        let deadline = park_deadline.map_or(idle_deadline, |park| park.min(idle_deadline));
         tokio::select! {
             result = served.as_mut() => {
-                if let Err(error) = result {
+                if let Err(error) = &result {
                     tracing::debug!(
                         client = %connection.client,
                         error = %error,
                         "downstream connection ended with an error"
                     );
                 }
-                return;
+                let parked = park.is_some_and(ParkSignal::is_parking) && result.is_ok();
+                return if parked { Ended::Parked } else { Ended::Closed };
             }
             () = shutdown.cancelled(), if !draining => {
-                served.as_mut().graceful_shutdown();
+                graceful_shutdown(served.as_mut());
                 draining = true;
             }
             () = tokio::time::sleep_until(deadline), if !draining => {
+                let now = Instant::now();
                 let expired = connection
                     .idle_deadline(config)
-                    .is_some_and(|deadline| deadline <= Instant::now());
+                    .is_some_and(|deadline| deadline <= now);
                 if expired {
                     tracing::debug!(
                         client = %connection.client,
                         "closing idle downstream connection"
                     );
-                    served.as_mut().graceful_shutdown();
+                    graceful_shutdown(served.as_mut());
                     draining = true;
-                    drop_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    drop_at = Some(now + IDLE_CLOSE_GRACE);
+                } else if let Some(park) = park
+                    && connection.park_deadline(park, config).is_some_and(|deadline| deadline <= now)
+                {
+                    // The next poll of `served` reads the end of the stream.
+                    park.start_parking();
                 }
             }
             () = tokio::time::sleep_until(drop_at.unwrap_or(deadline)), if drop_at.is_some() => {
@@ -398,7 +608,7 @@ where
                         client = %connection.client,
                         "dropping downstream connection with an unfinished request head"
                     );
-                    return;
+                    return Ended::Closed;
                 }
                 drop_at = None;
             }

@@ -157,6 +157,8 @@ impl TestProxy {
             upstream_response_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             access_log: true,
+            // Short, so that most tests also park and resume connections between requests.
+            park_after: Duration::from_millis(100),
         }
     }
 

@@ -6,6 +6,7 @@ mod certificates;
 mod harness;
 mod headers;
 mod lifecycle;
+mod parking;
 mod protocols;
 mod replay;
 mod routing;

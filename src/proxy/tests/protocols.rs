@@ -182,7 +182,7 @@ async fn grpc_trailers_pass_through_tls() {
 }
 
 /// Starts a WebSocket server that echoes every message, on a raw TCP listener.
-async fn websocket_echo_server() -> std::net::SocketAddr {
+pub(super) async fn websocket_echo_server() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -1,0 +1,205 @@
+//! Parking of idle plain HTTP/1.1 connections: a parked connection serves its next request,
+//! and connections that hold part of a request are never parked. The harness parks after
+//! 100 ms of idleness.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::harness::{Collected, TestProxy, backend, http1_client, metric_value, one_route};
+use super::upstream::{Echo, TestUpstream, Transport};
+use crate::snapshot::UpstreamProtocol;
+
+/// Bound on waiting for something that should happen soon.
+const WAIT: Duration = Duration::from_secs(5);
+const PARKED: &str = "gangway_downstream_connections_parked";
+
+async fn echo_proxy() -> (TestUpstream, TestProxy) {
+    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
+    let echo = backend("echo", UpstreamProtocol::Http1, &[upstream.address]);
+    let proxy = TestProxy::start(one_route(&echo));
+    (upstream, proxy)
+}
+
+/// Waits until `count` connections of `proxy` are parked.
+async fn wait_parked(proxy: &TestProxy, count: u64) {
+    let waited = tokio::time::timeout(WAIT, async {
+        while metric_value(proxy, PARKED) != count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "parked connections stayed at {}, expected {count}",
+        metric_value(proxy, PARKED)
+    );
+}
+
+/// Reads one response with a `content-length` body from `stream`; returns the status code
+/// and the body.
+async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(WAIT, stream.read_u8())
+            .await
+            .expect("response head in time")
+            .expect("response head");
+        head.push(byte);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .expect("a content-length header");
+    let mut body = vec![0; length];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut body))
+        .await
+        .expect("response body in time")
+        .unwrap();
+    (status, body)
+}
+
+fn echoed_path(body: &[u8]) -> String {
+    serde_json::from_slice::<Echo>(body).unwrap().uri
+}
+
+#[tokio::test]
+async fn parked_connection_serves_next_requests() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+    let get = || {
+        Request::get("/first")
+            .header("host", "foo.example.com")
+            .body(Full::default())
+            .unwrap()
+    };
+
+    let response = Collected::read(client.send_request(get()).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+    wait_parked(&proxy, 1).await;
+
+    let response = Collected::read(client.send_request(get()).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(metric_value(&proxy, PARKED), 0);
+    wait_parked(&proxy, 1).await;
+
+    // A body larger than one read, after parking.
+    let body = Bytes::from(vec![b'x'; 256 * 1024]);
+    let post = Request::post("/upload")
+        .header("host", "foo.example.com")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let response = Collected::read(client.send_request(post).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.echo().body_len, body.len());
+    wait_parked(&proxy, 1).await;
+}
+
+#[tokio::test]
+async fn partial_head_not_parked() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    // Parked before its first request, like every new connection.
+    wait_parked(&proxy, 1).await;
+
+    for path in ["/first", "/second"] {
+        stream.write_all(b"GET ").await.unwrap();
+        stream.write_all(path.as_bytes()).await.unwrap();
+        stream.write_all(b" HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(metric_value(&proxy, PARKED), 0);
+        stream
+            .write_all(b"st: foo.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let (status, body) = read_response(&mut stream).await;
+        assert_eq!(status, 200);
+        assert_eq!(echoed_path(&body), path);
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_answered_in_order_around_parking() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+
+    stream
+        .write_all(
+            b"GET /one HTTP/1.1\r\nHost: foo.example.com\r\n\r\n\
+              GET /two HTTP/1.1\r\nHost: foo.example.com\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for path in ["/one", "/two"] {
+        let (status, body) = read_response(&mut stream).await;
+        assert_eq!(status, 200);
+        assert_eq!(echoed_path(&body), path);
+    }
+    wait_parked(&proxy, 1).await;
+
+    stream
+        .write_all(b"GET /three HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed_path(&body), "/three");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_on_a_parked_connection() {
+    let server = super::protocols::websocket_echo_server().await;
+    let websocket = backend("ws", UpstreamProtocol::Http1, &[server]);
+    let proxy = TestProxy::start(one_route(&websocket));
+    let stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    wait_parked(&proxy, 1).await;
+
+    let (mut socket, response) =
+        tokio_tungstenite::client_async("ws://foo.example.com/chat", stream)
+            .await
+            .expect("WebSocket handshake through the proxy");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    // The tunnel is not an idle HTTP/1.1 connection: it is not parked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric_value(&proxy, PARKED), 0);
+    socket.send(Message::text("hello")).await.unwrap();
+    let echoed = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .expect("echo in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("hello"));
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    wait_parked(&proxy, 1).await;
+
+    let stopped = tokio::time::timeout(WAIT, proxy.stop()).await;
+    assert!(stopped.is_ok(), "the proxy waited on a parked connection");
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
