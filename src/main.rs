@@ -7,7 +7,7 @@ use gangway::cli::{Cli, Command};
 
 // jemalloc returns freed pages to the kernel on a timer, from a background thread, so that
 // memory freed when idle connections are parked (src/proxy/park.rs) leaves the resident
-// set. With glibc's malloc, 10,000 parked connections kept 9.9 KiB each, against 2.8 KiB
+// set. With glibc's malloc, 10,000 parked connections kept 7.7 KiB each, against 0.8 KiB
 // with these settings (docs/benchmarks.md, case 4). The environment variable
 // `_RJEM_MALLOC_CONF` overrides them.
 #[global_allocator]

@@ -33,7 +33,7 @@ use super::failure::Failure;
 use super::handler;
 use super::headers;
 use super::log::{FailureLog, RequestLog};
-use super::park::{self, ParkSignal, ParkableStream};
+use super::park::{self, ParkSignal, ParkableStream, Parked, ParkingLot};
 use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
 use super::tls::{CertificateResolver, UpstreamTls, server_config};
 use super::{ProxyConfig, ProxyError};
@@ -153,6 +153,9 @@ pub(super) struct WorkerContext {
     tasks: TaskTracker,
     /// For plain connections that start with HTTP/1, which can be parked.
     http1: http1::Builder,
+    /// The wait of idle plain HTTP/1.1 connections; `None` if its epoll instance could not
+    /// be created, and then they wait in their own tasks.
+    lot: Option<ParkingLot>,
     /// For TLS connections and plain ones that start with the HTTP/2 preface.
     builder: auto::Builder<LocalExec>,
 }
@@ -204,6 +207,15 @@ impl Connection {
             park,
             last_active: Cell::new(Instant::now()),
         }
+    }
+
+    /// Rebuilds a plain connection that was parked after a request that ended at
+    /// `last_active`.
+    fn resumed(client: SocketAddr, last_active: Instant) -> Self {
+        let connection = Self::new(ListenerScheme::Http, client);
+        connection.requests.set(1);
+        connection.last_active.set(last_active);
+        connection
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
@@ -275,7 +287,8 @@ fn server_builder() -> auto::Builder<LocalExec> {
     builder
 }
 
-/// The same HTTP/1.1 settings as [`server_builder`], for connections served without it.
+/// Builds an HTTP/1.1 server with the settings of [`server_builder`], for connections
+/// served without it.
 fn http1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
@@ -299,8 +312,14 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
         tasks: TaskTracker::new(),
         http1: http1_builder(),
         builder: server_builder(),
+        lot: ParkingLot::new(shared.live.metrics().downstream_connections_parked.clone())
+            .inspect_err(|error| {
+                tracing::warn!(error = %error, "idle connections cannot be parked outside their tasks");
+            })
+            .ok(),
     });
     let shutdown = shared.shutdown.clone();
+    let lot = tokio::task::spawn_local(run_parking_lot(worker.clone()));
 
     let sweeper = tokio::task::spawn_local(sweep_pool(pool, shutdown.clone()));
     loop {
@@ -327,6 +346,8 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
     drop(http);
     drop(https);
     sweeper.abort();
+    // The lot closes its connections once shutdown is signalled.
+    let _ = lot.await;
     worker.tasks.close();
     let drained = tokio::time::timeout(config.shutdown_timeout, worker.tasks.wait()).await;
     if drained.is_err() {
@@ -360,13 +381,25 @@ async fn serve_tcp(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
     let Some(signal) = connection.park.clone() else {
         return Box::pin(serve_connection(worker, stream, connection)).await;
     };
-    let mut stream = stream;
-    match wait_for_input(&worker, &connection, park::starts_with_http1(&stream)).await {
-        Some(true) => {}
-        Some(false) => return Box::pin(serve_connection(worker, stream, connection)).await,
-        None => return,
+    let first_input = Box::pin(wait_for_input(
+        &worker,
+        &connection,
+        park::starts_with_http1(&stream),
+    ));
+    match first_input.await {
+        Some(true) => serve_parkable(worker, stream, connection, signal).await,
+        Some(false) => Box::pin(serve_connection(worker, stream, connection)).await,
+        None => {}
     }
-    // The parked state: only the socket and this loop's timers are held.
+}
+
+/// Serves a plain HTTP/1.1 connection that has input, parking it whenever it is idle.
+async fn serve_parkable(
+    worker: Rc<WorkerContext>,
+    mut stream: TcpStream,
+    connection: Rc<Connection>,
+    signal: Arc<ParkSignal>,
+) {
     loop {
         let io = ParkableStream::new(stream, signal.clone());
         let served = Box::pin(serve_http1(worker.clone(), io, connection.clone(), &signal));
@@ -374,6 +407,14 @@ async fn serve_tcp(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
             Some(io) => stream = io.into_inner(),
             None => return,
         }
+        if let Some(lot) = &worker.lot {
+            let last_active = connection.last_active.get();
+            match lot.park(stream, connection.client, last_active) {
+                Ok(()) => return,
+                Err(returned) => stream = returned,
+            }
+        }
+        // Without the lot, the connection waits in this task.
         if wait_for_input(&worker, &connection, stream.readable())
             .await
             .is_none()
@@ -381,6 +422,52 @@ async fn serve_tcp(worker: Rc<WorkerContext>, stream: TcpStream, connection: Con
             return;
         }
     }
+}
+
+/// Runs the worker's parking lot: resumes parked connections that have input, closes those
+/// idle for `idle_timeout`, and closes all of them at shutdown.
+async fn run_parking_lot(worker: Rc<WorkerContext>) {
+    let Some(lot) = &worker.lot else {
+        return;
+    };
+    let config = &worker.shared.config;
+    let mut events = Vec::with_capacity(256);
+    // Idle connections are closed up to one tick late.
+    let mut tick = tokio::time::interval(config.park_after);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = worker.shared.shutdown.cancelled() => {
+                lot.close_all();
+                return;
+            }
+            ready = lot.ready(&mut events) => {
+                for parked in ready {
+                    resume(&worker, parked);
+                }
+            }
+            _ = tick.tick() => lot.expire(config.idle_timeout),
+        }
+    }
+}
+
+/// Gives a parked connection with input back to tokio, in a task of its own.
+fn resume(worker: &Rc<WorkerContext>, parked: Parked) {
+    let stream = match TcpStream::from_std(parked.socket) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(client = %parked.client, error = %error, "cannot resume a parked connection");
+            return;
+        }
+    };
+    let connection = Rc::new(Connection::resumed(parked.client, parked.last_active));
+    let signal = connection
+        .park
+        .clone()
+        .expect("a plain connection has a park signal");
+    worker
+        .tasks
+        .spawn_local(serve_parkable(worker.clone(), stream, connection, signal));
 }
 
 /// Waits for `input`, which ends when a parked connection has bytes to read or is closed

@@ -71,6 +71,15 @@ async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// Fails unless the proxy closes `stream` within [`WAIT`] without sending anything.
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 fn echoed_path(body: &[u8]) -> String {
     serde_json::from_slice::<Echo>(body).unwrap().uri
 }
@@ -197,9 +206,25 @@ async fn shutdown_closes_parked_connections() {
 
     let stopped = tokio::time::timeout(WAIT, proxy.stop()).await;
     assert!(stopped.is_ok(), "the proxy waited on a parked connection");
-    let mut buffer = [0_u8; 16];
-    let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+    expect_closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn parked_connection_closed_at_idle_timeout() {
+    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
+    let echo = backend("echo", UpstreamProtocol::Http1, &[upstream.address]);
+    let mut config = TestProxy::config();
+    config.idle_timeout = Duration::from_millis(600);
+    let proxy = TestProxy::start_with(config, one_route(&echo));
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
         .await
-        .expect("closed in time");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    wait_parked(&proxy, 1).await;
+
+    expect_closed(&mut stream).await;
+    assert_eq!(metric_value(&proxy, PARKED), 0);
 }
