@@ -432,8 +432,8 @@ async fn run_parking_lot(worker: Rc<WorkerContext>) {
     };
     let config = &worker.shared.config;
     let mut events = Vec::with_capacity(256);
-    // Idle connections are closed up to one tick late.
-    let mut tick = tokio::time::interval(config.park_after);
+    // Idle connections are closed up to one tick late. `interval` panics on a zero period.
+    let mut tick = tokio::time::interval(config.park_after.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
