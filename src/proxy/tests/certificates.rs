@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use rustls::CipherSuite;
 use rustls::pki_types::CertificateDer;
 
 use super::harness::{SnapshotBuilder, TestProxy, TlsClient};
@@ -70,4 +71,18 @@ async fn new_snapshot_serves_new_certificate() {
 
     assert!(before.peer_certificate() == leaf(&old));
     assert!(after.peer_certificate() == leaf(&new));
+}
+
+#[tokio::test]
+async fn proxy_order_picks_aes_128_gcm() {
+    let proxy = TestProxy::start(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", certificate("tls"))
+            .build(),
+    );
+
+    // rustls clients offer AES-256-GCM first.
+    let client = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
+
+    assert_eq!(client.cipher_suite(), CipherSuite::TLS13_AES_128_GCM_SHA256);
 }

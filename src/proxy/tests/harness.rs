@@ -348,6 +348,12 @@ impl TlsClient {
             .into_owned()
     }
 
+    /// Returns the negotiated cipher suite.
+    pub(crate) fn cipher_suite(&self) -> rustls::CipherSuite {
+        let (_, connection) = self.stream.get_ref();
+        connection.negotiated_cipher_suite().unwrap().suite()
+    }
+
     /// Returns the negotiated ALPN protocol.
     pub(crate) fn alpn(&self) -> Option<Vec<u8>> {
         let (_, connection) = self.stream.get_ref();
