@@ -46,7 +46,8 @@ class Settings:
             warmup_seconds=0.5,
             fixed_rate=2000,
             idle_connections=2_000,
-            idle_hold_seconds=1.0,
+            # Past Gangway's one-second parking delay, so that quick mode parks them too.
+            idle_hold_seconds=2.0,
             scale_ingresses=2_000,
             churn_changes=20,
             churn_interval_seconds=0.1,
