@@ -159,10 +159,13 @@ async fn serve_route<'a>(
     match &route.action {
         RouteAction::Respond { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            Ok(text_response(
-                status,
-                Bytes::copy_from_slice(body.as_bytes()),
-            ))
+            let mut response = text_response(status, Bytes::copy_from_slice(body.as_bytes()));
+            // The compiler sets a fixed response only for a backend it could not resolve.
+            response.headers_mut().insert(
+                X_GANGWAY_ERROR,
+                HeaderValue::from_static("unresolved-backend"),
+            );
+            Ok(response)
         }
         RouteAction::Forward(backend) => {
             exchange.backend = Some(backend);

@@ -51,7 +51,8 @@ impl RequestLog<'_> {
             status = status.as_u16(),
             upstream = %self.upstream(),
             route = self.route(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // Whole microseconds, so the value prints without binary rounding noise.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             request_id = self.request_id(),
         );
     }

@@ -118,6 +118,10 @@ async fn backend_without_endpoints_is_503() {
     assert_eq!(no_endpoint.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(no_endpoint.header("x-gangway-error"), Some("no-endpoint"));
     assert_eq!(respond.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        respond.header("x-gangway-error"),
+        Some("unresolved-backend")
+    );
     assert_eq!(respond.body, "service not found\n");
 }
 
