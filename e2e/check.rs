@@ -49,7 +49,7 @@ fn broken_example_exits_one_naming_problems() {
     );
     assert!(
         lines.iter().any(|line| line.starts_with(
-            "error: File wrong-type.yaml: InvalidManifest: document 1: Service wrong-type: invalid field `spec.ports[0].port`"
+            "error: File wrong-type.yaml: InvalidManifest: document 1: Service default/wrong-type: invalid field `spec.ports[0].port`"
         )),
         "{stdout}"
     );

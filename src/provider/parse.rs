@@ -253,10 +253,15 @@ where
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let label = if name.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind} {name}")
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE);
+    let label = match (name.is_empty(), namespaced) {
+        (true, _) => kind.to_owned(),
+        (false, true) => format!("{kind} {namespace}/{name}"),
+        (false, false) => format!("{kind} {name}"),
     };
     let mut object: K = serde_path_to_error::deserialize(value).map_err(|error| {
         format!(
@@ -343,8 +348,12 @@ items:
         let parsed = parse_manifests(text);
         assert_eq!(parsed.errors.len(), 1);
         let message = &parsed.errors[0].message;
-        assert!(message.contains("Service web"), "{message}");
+        assert!(message.contains("Service default/web"), "{message}");
         assert!(message.contains("spec.ports[0].port"), "{message}");
+
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: eighty}]}\n";
+        let message = &parse_manifests(text).errors[0].message;
+        assert!(message.contains("Service shop/web"), "{message}");
     }
 
     fn ingress_list(items: usize) -> String {
