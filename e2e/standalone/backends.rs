@@ -239,7 +239,7 @@ spec:
         ("/not-ready", "503 no-endpoint"),
         ("/scaled-down/x", "503 no-endpoint"),
         ("/no-slices", "503 no-endpoint"),
-        ("/missing/page", "503"),
+        ("/missing/page", "503 unresolved-backend"),
     ];
     for (path, expected) in cases {
         assert_eq!(

@@ -174,8 +174,8 @@ spec:
     let cases = [
         ("good.test", "/", "app"),
         ("bad-port.test", "/", "app"),
-        ("bad-port.test", "/admin", "503"),
-        ("missing-service.test", "/", "503"),
+        ("bad-port.test", "/admin", "503 unresolved-backend"),
+        ("missing-service.test", "/", "503 unresolved-backend"),
         ("conflict.test", "/x", "app"),
     ];
     for (host, path, outcome) in cases {

@@ -609,7 +609,11 @@ endpoints: [{{addresses: [127.0.0.1]}}]
             "port number 80 is the port named http",
         ),
         ("/unnamed/x", "unnamed", "the only port, unnamed"),
-        ("/missing-port", "503", "the Service has no port 81"),
+        (
+            "/missing-port",
+            "503 unresolved-backend",
+            "the Service has no port 81",
+        ),
     ];
     for (path, expected, why) in cases {
         assert_eq!(
