@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::harness::{Collected, TestProxy, backend, http1_client, metric_value, one_route};
 use super::upstream::{Echo, TestUpstream, Transport};
+use crate::proxy::ProxyConfig;
 use crate::snapshot::UpstreamProtocol;
 
 /// Bound on waiting for something that should happen soon.
@@ -21,10 +22,27 @@ const WAIT: Duration = Duration::from_secs(5);
 const PARKED: &str = "gangway_downstream_connections_parked";
 
 async fn echo_proxy() -> (TestUpstream, TestProxy) {
+    echo_proxy_with(TestProxy::config()).await
+}
+
+async fn echo_proxy_with(config: ProxyConfig) -> (TestUpstream, TestProxy) {
     let upstream = TestUpstream::echo("echo", Transport::Plain).await;
     let echo = backend("echo", UpstreamProtocol::Http1, &[upstream.address]);
-    let proxy = TestProxy::start(one_route(&echo));
+    let proxy = TestProxy::start_with(config, one_route(&echo));
     (upstream, proxy)
+}
+
+/// Opens a connection to `proxy`, makes one GET on it and waits until it is parked.
+async fn parked_connection(proxy: &TestProxy) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    wait_parked(proxy, 1).await;
+    stream
 }
 
 /// Waits until `count` connections of `proxy` are parked.
@@ -195,14 +213,7 @@ async fn websocket_upgrade_on_a_parked_connection() {
 #[tokio::test]
 async fn shutdown_closes_parked_connections() {
     let (_upstream, proxy) = echo_proxy().await;
-    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, _) = read_response(&mut stream).await;
-    assert_eq!(status, 200);
-    wait_parked(&proxy, 1).await;
+    let mut stream = parked_connection(&proxy).await;
 
     let stopped = tokio::time::timeout(WAIT, proxy.stop()).await;
     assert!(stopped.is_ok(), "the proxy waited on a parked connection");
@@ -211,19 +222,10 @@ async fn shutdown_closes_parked_connections() {
 
 #[tokio::test]
 async fn parked_connection_closed_at_idle_timeout() {
-    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
-    let echo = backend("echo", UpstreamProtocol::Http1, &[upstream.address]);
     let mut config = TestProxy::config();
     config.idle_timeout = Duration::from_millis(600);
-    let proxy = TestProxy::start_with(config, one_route(&echo));
-    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, _) = read_response(&mut stream).await;
-    assert_eq!(status, 200);
-    wait_parked(&proxy, 1).await;
+    let (_upstream, proxy) = echo_proxy_with(config).await;
+    let mut stream = parked_connection(&proxy).await;
 
     expect_closed(&mut stream).await;
     assert_eq!(metric_value(&proxy, PARKED), 0);
