@@ -23,8 +23,9 @@ pub(super) const X_GANGWAY_ERROR: HeaderName = HeaderName::from_static("x-gangwa
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Every header that [`remove_hop_by_hop`] may remove or rewrite.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Every header that [`remove_hop_by_hop`] may remove or rewrite. A `static`, not a `const`:
+/// each use of a `const` array builds and drops its own copy of the eight names.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,

@@ -112,7 +112,9 @@ struct IdleSender {
 
 /// The connections of one worker thread to every endpoint it has talked to.
 pub(super) struct UpstreamPool {
-    endpoints: RefCell<HashMap<PoolKey, EndpointConnections>>,
+    /// Keyed by addresses from the snapshot, never by client input, so foldhash's fixed seed
+    /// is enough. SipHash of a `SocketAddr` showed in the proxy's profile.
+    endpoints: RefCell<HashMap<PoolKey, EndpointConnections, foldhash::fast::FixedState>>,
     connect_timeout: Duration,
     tls: UpstreamTls,
 }
@@ -121,7 +123,7 @@ impl UpstreamPool {
     /// Creates an empty pool.
     pub(super) fn new(connect_timeout: Duration, tls: UpstreamTls) -> Self {
         Self {
-            endpoints: RefCell::new(HashMap::new()),
+            endpoints: RefCell::new(HashMap::default()),
             connect_timeout,
             tls,
         }

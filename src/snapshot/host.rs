@@ -3,22 +3,26 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 /// A table from host names to values, with Ingress wildcard semantics.
 ///
 /// Keys are lower case. A wildcard key `*.example.com` matches `foo.example.com` but neither
 /// `example.com` nor `a.b.example.com`, as the Ingress v1 `rules[].host` field defines.
 #[derive(Clone, Debug)]
 pub struct HostTable<T> {
-    exact: HashMap<Box<str>, T>,
+    /// Hashed with foldhash, seeded per process, because every request hashes its host here
+    /// and SipHash showed in the proxy's profile.
+    exact: HashMap<Box<str>, T, RandomState>,
     /// Keyed by the suffix after `*.`, so a lookup costs one more hash at most.
-    wildcard: HashMap<Box<str>, T>,
+    wildcard: HashMap<Box<str>, T, RandomState>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
         }
     }
 }

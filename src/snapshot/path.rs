@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use serde::Serialize;
 
 use super::Route;
@@ -42,7 +44,8 @@ impl PathMatch {
 /// the routes: Exact is one hash lookup, Prefix walks the trie one path element at a time.
 #[derive(Clone, Debug, Default)]
 pub struct PathTable {
-    exact: HashMap<Box<str>, Arc<Route>>,
+    /// Hashed with foldhash, as the host table is, because every request probes it.
+    exact: HashMap<Box<str>, Arc<Route>, RandomState>,
     prefix: PrefixNode,
     len: usize,
 }
@@ -50,7 +53,7 @@ pub struct PathTable {
 #[derive(Clone, Debug, Default)]
 struct PrefixNode {
     route: Option<Arc<Route>>,
-    children: HashMap<Box<str>, PrefixNode>,
+    children: HashMap<Box<str>, PrefixNode, RandomState>,
 }
 
 /// Splits a path into its elements. Empty elements are dropped, so `/foo/` and `/foo` have the
