@@ -7,9 +7,12 @@ use rcgen::{CertificateParams, DnType, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::Acceptor;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
 
 use super::ProxyError;
 use crate::live::Live;
@@ -93,9 +96,7 @@ fn ring_provider() -> Arc<CryptoProvider> {
 /// a callgrind profile (`benchdriver.profile handshake`); SHA-256 has hardware
 /// instructions on current x86 and ARM processors, SHA-512 on few. AES-128 also takes
 /// fewer rounds per block. Go's TLS server has put AES-128-GCM before AES-256-GCM since
-/// Go 1.17.
-/// TODO: choose ChaCha20-Poly1305 for clients that list it first, which usually lack AES
-/// instructions; Go does, and rustls would need a configuration per client hello for it.
+/// Go 1.17. Clients that prefer ChaCha20-Poly1305 still get it: see [`DownstreamTls`].
 fn server_provider() -> Arc<CryptoProvider> {
     let mut provider = ring::default_provider();
     provider
@@ -112,9 +113,71 @@ fn server_provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
+/// The downstream TLS configuration, in two orders of cipher suites, and the choice between
+/// them for each client hello.
+///
+/// A client that lists ChaCha20-Poly1305 before AES-GCM usually lacks AES instructions, and
+/// without them AES-GCM is much slower than ChaCha20. Go's TLS server makes the same choice. Every other client gets the proxy's order from [`server_provider`]. Both
+/// configurations share one certificate resolver, session cache and ticket key, so a session
+/// resumes whichever order issued it.
+pub(super) struct DownstreamTls {
+    /// Cipher suites in the proxy's order.
+    server_order: Arc<ServerConfig>,
+    /// The same configuration, following the client's order.
+    client_order: Arc<ServerConfig>,
+}
+
+impl DownstreamTls {
+    /// Builds both configurations around `resolver`.
+    pub(super) fn new(resolver: CertificateResolver) -> Result<Self, ProxyError> {
+        let server_order = server_config(resolver)?;
+        let mut client_order = server_order.clone();
+        client_order.ignore_client_order = false;
+        Ok(Self {
+            server_order: Arc::new(server_order),
+            client_order: Arc::new(client_order),
+        })
+    }
+
+    /// Reads the client hello from `stream`, then completes the handshake with the
+    /// configuration its cipher suites call for.
+    pub(super) async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let config = if prefers_chacha20(start.client_hello().cipher_suites()) {
+            self.client_order.clone()
+        } else {
+            self.server_order.clone()
+        };
+        start.into_stream(config).await
+    }
+}
+
+/// Returns true when the first AEAD family in a client's list of cipher suites is
+/// ChaCha20-Poly1305 rather than AES-GCM. GREASE values and other suites are skipped.
+fn prefers_chacha20(suites: &[CipherSuite]) -> bool {
+    suites
+        .iter()
+        .find_map(|suite| match suite {
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Some(true),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+            | CipherSuite::TLS13_AES_256_GCM_SHA384
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+}
+
 /// Builds the downstream TLS configuration: certificates from `resolver`, ALPN h2 then
 /// http/1.1, and the cipher suite chosen by the proxy's order, not the client's.
-pub(super) fn server_config(resolver: CertificateResolver) -> Result<ServerConfig, ProxyError> {
+fn server_config(resolver: CertificateResolver) -> Result<ServerConfig, ProxyError> {
     let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(ProxyError::Tls)?
@@ -317,5 +380,26 @@ mod tests {
 
         let needle = DEFAULT_CERTIFICATE_NAME.as_bytes();
         assert!(der.windows(needle.len()).any(|window| window == needle));
+    }
+
+    #[test]
+    fn chacha20_preference_skips_grease() {
+        let grease = CipherSuite::Unknown(0x0a0a);
+        assert!(prefers_chacha20(&[
+            grease,
+            CipherSuite::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+            CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ]));
+        assert!(!prefers_chacha20(&[
+            grease,
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ]));
+        assert!(prefers_chacha20(&[
+            CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ]));
+        assert!(!prefers_chacha20(&[grease]));
     }
 }

@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,7 +34,7 @@ use super::headers;
 use super::log::{FailureLog, RequestLog};
 use super::park::{self, ParkSignal, ParkableStream, Parked, ParkingLot};
 use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
-use super::tls::{CertificateResolver, UpstreamTls, server_config};
+use super::tls::{CertificateResolver, DownstreamTls, UpstreamTls};
 use super::{ProxyConfig, ProxyError};
 use crate::live::Live;
 
@@ -51,7 +50,7 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(super) struct Shared {
     pub(super) config: ProxyConfig,
     pub(super) live: Arc<Live>,
-    tls_acceptor: TlsAcceptor,
+    tls: DownstreamTls,
     upstream_tls: UpstreamTls,
     shutdown: CancellationToken,
 }
@@ -64,11 +63,10 @@ impl Shared {
         shutdown: CancellationToken,
     ) -> Result<Self, ProxyError> {
         let resolver = CertificateResolver::new(live.clone(), default_certificate);
-        let tls_acceptor = TlsAcceptor::from(Arc::new(server_config(resolver)?));
         Ok(Self {
             config,
             live,
-            tls_acceptor,
+            tls: DownstreamTls::new(resolver)?,
             upstream_tls: UpstreamTls::new()?,
             shutdown,
         })
@@ -550,7 +548,7 @@ async fn serve_http1(
 async fn serve_tls(worker: Rc<WorkerContext>, stream: TcpStream, connection: Connection) {
     let _ = stream.set_nodelay(true);
     let config = &worker.shared.config;
-    let handshake = worker.shared.tls_acceptor.accept(stream);
+    let handshake = worker.shared.tls.accept(stream);
     let tls = tokio::select! {
         () = worker.shared.shutdown.cancelled() => return,
         result = tokio::time::timeout(config.client_header_timeout, handshake) => result,

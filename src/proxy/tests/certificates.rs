@@ -86,3 +86,27 @@ async fn proxy_order_picks_aes_128_gcm() {
 
     assert_eq!(client.cipher_suite(), CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
+
+#[tokio::test]
+async fn client_preferring_chacha20_gets_it() {
+    let proxy = TestProxy::start(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", certificate("tls"))
+            .build(),
+    );
+
+    let client = TlsClient::connect_preferring(
+        proxy.https_addr(),
+        "foo.example.com",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    )
+    .await;
+
+    assert_eq!(
+        client.cipher_suite(),
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+    );
+    // The other order is still the proxy's for the next client.
+    let client = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
+    assert_eq!(client.cipher_suite(), CipherSuite::TLS13_AES_128_GCM_SHA256);
+}

@@ -322,7 +322,36 @@ pub(crate) struct TlsClient {
 impl TlsClient {
     /// Connects with `server_name` as SNI (an IP address sends none) and offers `alpn`.
     pub(crate) async fn connect(address: SocketAddr, server_name: &str, alpn: &[&[u8]]) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Self::connect_with(
+            address,
+            server_name,
+            alpn,
+            rustls::crypto::ring::default_provider(),
+        )
+        .await
+    }
+
+    /// Connects as [`TlsClient::connect`] with no ALPN, offering the cipher suite `first`
+    /// before ring's others.
+    pub(crate) async fn connect_preferring(
+        address: SocketAddr,
+        server_name: &str,
+        first: rustls::CipherSuite,
+    ) -> Self {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| suite.suite() != first);
+        Self::connect_with(address, server_name, &[], provider).await
+    }
+
+    async fn connect_with(
+        address: SocketAddr,
+        server_name: &str,
+        alpn: &[&[u8]],
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Self {
+        let provider = Arc::new(provider);
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
