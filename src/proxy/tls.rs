@@ -117,9 +117,10 @@ fn server_provider() -> Arc<CryptoProvider> {
 /// them for each client hello.
 ///
 /// A client that lists ChaCha20-Poly1305 before AES-GCM usually lacks AES instructions, and
-/// without them AES-GCM is much slower than ChaCha20. Go's TLS server makes the same choice. Every other client gets the proxy's order from [`server_provider`]. Both
-/// configurations share one certificate resolver, session cache and ticket key, so a session
-/// resumes whichever order issued it.
+/// without them AES-GCM is much slower than ChaCha20. Go's TLS server makes the same choice.
+/// Every other client gets the proxy's order from [`server_provider`]. Both configurations
+/// share one certificate resolver and session cache. rustls resumes a session only with the
+/// cipher suite it began with, so a client that keeps its order between connections resumes.
 pub(super) struct DownstreamTls {
     /// Cipher suites in the proxy's order.
     server_order: Arc<ServerConfig>,
