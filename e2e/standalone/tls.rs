@@ -1,8 +1,9 @@
 //! TLS: certificate selection by SNI (exact, wildcard, default), the redirect from HTTP to
-//! HTTPS with the public port, and the `gangway.dev/ssl-redirect` annotation.
+//! HTTPS with the public port, the `gangway.dev/ssl-redirect` annotation, and the cipher
+//! suite chosen by the client's preference for ChaCha20.
 
 use crate::support::backends::{TestServer, echo_services};
-use crate::support::clients::{CurlReply, Http1Client, curl};
+use crate::support::clients::{CurlReply, Http1Client, REQUEST_TIMEOUT, curl};
 use crate::support::gangway::Gangway;
 use crate::support::manifests::{INGRESS_CLASS, tls_secret};
 use crate::support::tls::{
@@ -237,4 +238,88 @@ async fn ssl_redirect_annotation_turns_redirect_off() {
         .find(|host| host["host"] == "open.test")
         .expect("no virtual host open.test");
     assert_eq!(open_route["routes"][0]["httpsRedirect"], false);
+}
+
+/// What `openssl s_client` reported for one connection.
+struct OpensslHandshake {
+    /// `New` for a full handshake, `Reused` for a resumed session.
+    kind: String,
+    /// The negotiated cipher suite, such as `TLS_AES_128_GCM_SHA256`.
+    cipher: String,
+}
+
+/// Sends one request with `openssl s_client` to `host` on `port`, offering the TLS 1.3
+/// suites in `suites` order. Saves the session to `session` after a full handshake, or
+/// offers it for resumption when `resume` is set.
+async fn openssl_request(
+    host: &str,
+    port: u16,
+    suites: &str,
+    session: &std::path::Path,
+    resume: bool,
+) -> OpensslHandshake {
+    use tokio::io::AsyncWriteExt;
+
+    let connect = format!("127.0.0.1:{port}");
+    let session_flag = if resume { "-sess_in" } else { "-sess_out" };
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-servername", host])
+        .args(["-tls1_3", "-ciphersuites", suites, "-ign_eof"])
+        .arg(session_flag)
+        .arg(session)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("failed to run openssl");
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(REQUEST_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("openssl s_client timed out")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The summary line reads "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256".
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("New,") || line.starts_with("Reused,"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no handshake summary from openssl s_client: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert!(stdout.contains("HTTP/1.1 200"), "no 200 response: {stdout}");
+    let kind = summary.split(',').next().unwrap_or_default().to_owned();
+    let cipher = summary
+        .rsplit_once("Cipher is ")
+        .map(|(_, cipher)| cipher.trim().to_owned())
+        .unwrap_or_default();
+    OpensslHandshake { kind, cipher }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_follows_chacha20_preference() {
+    let sites = start_sites(&[]).await;
+    let port = sites.gangway.https.port();
+    let aes_first = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
+    let chacha_first = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+
+    // (client order, suite the proxy picks): its own order unless ChaCha20 comes first.
+    for (suites, expected) in [
+        (aes_first, "TLS_AES_128_GCM_SHA256"),
+        (chacha_first, "TLS_CHACHA20_POLY1305_SHA256"),
+    ] {
+        let session = tempfile::NamedTempFile::new().unwrap();
+        let full = openssl_request("secure.test", port, suites, session.path(), false).await;
+        assert_eq!(full.kind, "New", "{suites}");
+        assert_eq!(full.cipher, expected, "{suites}");
+
+        let resumed = openssl_request("secure.test", port, suites, session.path(), true).await;
+        assert_eq!(resumed.kind, "Reused", "{suites}");
+        assert_eq!(resumed.cipher, expected, "{suites}");
+    }
 }
