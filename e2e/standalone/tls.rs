@@ -323,3 +323,30 @@ async fn suite_follows_chacha20_preference() {
         assert_eq!(resumed.cipher, expected, "{suites}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumes_after_many_clients() {
+    let sites = start_sites(&[]).await;
+    let https = sites.gangway.https;
+    let suites = "TLS_AES_128_GCM_SHA256";
+    let session = tempfile::NamedTempFile::new().unwrap();
+    let first = openssl_request("secure.test", https.port(), suites, session.path(), false).await;
+    assert_eq!(first.kind, "New");
+
+    // More clients than a server-side cache of 256 sessions, two per connection, can hold.
+    for _ in 0..300 {
+        let stream = connect(
+            https,
+            Some("open.test"),
+            inspecting_client_config(&[ALPN_HTTP1]),
+        )
+        .await
+        .unwrap();
+        let mut client = Http1Client::handshake(stream).await.unwrap();
+        // Reading a response takes in the session tickets sent after the handshake.
+        client.get("open.test", "/").await.unwrap();
+    }
+
+    let resumed = openssl_request("secure.test", https.port(), suites, session.path(), true).await;
+    assert_eq!(resumed.kind, "Reused");
+}

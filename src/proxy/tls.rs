@@ -119,7 +119,7 @@ fn server_provider() -> Arc<CryptoProvider> {
 /// A client that lists ChaCha20-Poly1305 before AES-GCM usually lacks AES instructions, and
 /// without them AES-GCM is much slower than ChaCha20. Go's TLS server makes the same choice.
 /// Every other client gets the proxy's order from [`server_provider`]. Both configurations
-/// share one certificate resolver and session cache. rustls resumes a session only with the
+/// share one certificate resolver and ticket key. rustls resumes a session only with the
 /// cipher suite it began with, so a client that keeps its order between connections resumes.
 pub(super) struct DownstreamTls {
     /// Cipher suites in the proxy's order.
@@ -177,7 +177,15 @@ fn prefers_chacha20(suites: &[CipherSuite]) -> bool {
 }
 
 /// Builds the downstream TLS configuration: certificates from `resolver`, ALPN h2 then
-/// http/1.1, and the cipher suite chosen by the proxy's order, not the client's.
+/// http/1.1, the cipher suite chosen by the proxy's order, not the client's, and stateless
+/// session tickets.
+///
+/// rustls otherwise keeps sessions in a server-side cache of 256 entries, and each TLS 1.3
+/// connection stores two: after about 128 other clients, a returning client found its session
+/// gone and paid for a full handshake. ring's ticketer encrypts the session into the ticket
+/// under a random key that it replaces every 6 hours (tickets live 12 hours), so any number of
+/// clients can resume, as with nginx's default `ssl_session_tickets on`. Each Gangway process
+/// has its own key, so a client that reconnects to another replica makes a full handshake.
 fn server_config(resolver: CertificateResolver) -> Result<ServerConfig, ProxyError> {
     let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
@@ -186,6 +194,7 @@ fn server_config(resolver: CertificateResolver) -> Result<ServerConfig, ProxyErr
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     config.ignore_client_order = true;
+    config.ticketer = ring::Ticketer::new().map_err(ProxyError::Tls)?;
     Ok(config)
 }
 
