@@ -1,5 +1,6 @@
-//! Limits on the client side: a client that sends its request head too slowly, and a
-//! keep-alive connection that stays idle, are closed while other clients keep being served.
+//! The client side: a client that sends its request head too slowly, and a keep-alive
+//! connection that stays idle, are closed while other clients keep being served. HTTP/1.0
+//! clients get keep-alive when they ask for it.
 
 use std::time::{Duration, Instant};
 
@@ -93,4 +94,64 @@ async fn slow_second_request_head_is_closed() {
     let read = tokio::time::timeout(CHANGE_TIMEOUT, stream.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the proxy kept the slow connection open");
     assert_eq!(get(gangway.http, "app.test", "/").await.outcome(), "app");
+}
+
+/// Reads one response whose body has a `Content-Length`, and returns its head.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(CHANGE_TIMEOUT, stream.read(&mut buffer))
+            .await
+            .expect("timed out reading a response")
+            .unwrap();
+        assert!(read > 0, "connection closed before a whole response");
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .expect("response without Content-Length");
+        if body.len() >= length {
+            return head.to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_keep_alive_is_kept() {
+    let (gangway, _server) = start_echo_app("app.test", &[]).await;
+    let mut stream = TcpStream::connect(gangway.http).await.unwrap();
+
+    // An HTTP/1.0 client that asks for keep-alive gets it, as from nginx.
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: keep-alive"),
+            "{head}"
+        );
+    }
+
+    // Without the header, HTTP/1.0 closes after the response.
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(CHANGE_TIMEOUT, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the HTTP/1.0 connection stayed open");
 }

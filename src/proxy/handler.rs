@@ -57,6 +57,8 @@ pub(super) async fn handle(
     // The request moves upstream, so the log keeps its own copy; cloning a URI copies no text.
     let uri = parts.uri.clone();
     let downstream_version = parts.version;
+    let http10_keep_alive = downstream_version == Version::HTTP_10
+        && headers::connection_lists(&parts.headers, "keep-alive");
 
     let mut exchange = Exchange::default();
     let context = RequestContext {
@@ -93,6 +95,14 @@ pub(super) async fn handle(
     response
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
+    if http10_keep_alive && !response.headers().contains_key(header::CONNECTION) {
+        // hyper closes an HTTP/1.0 connection unless the response carries
+        // `Connection: keep-alive`, and the upstream's `Connection` header was removed as
+        // hop-by-hop.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
     response.body_mut().set_in_flight(in_flight);
 
     let elapsed = started.elapsed();

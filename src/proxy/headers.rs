@@ -45,7 +45,8 @@ pub(super) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
 }
 
-fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+/// Returns true when a `Connection` header lists `token`, in any case.
+pub(super) fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
