@@ -95,10 +95,13 @@ pub(super) async fn handle(
     response
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
-    if http10_keep_alive && !response.headers().contains_key(header::CONNECTION) {
+    if http10_keep_alive
+        && !response.headers().contains_key(header::CONNECTION)
+        && response.body().size_hint().exact().is_some()
+    {
         // hyper closes an HTTP/1.0 connection unless the response carries
         // `Connection: keep-alive`, and the upstream's `Connection` header was removed as
-        // hop-by-hop.
+        // hop-by-hop. A body of unknown length ends with the connection in HTTP/1.0.
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
