@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use rustls::CipherSuite;
 use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{SnapshotBuilder, TestProxy, TlsClient};
+use super::harness::{SnapshotBuilder, TestProxy, TlsClient, preferring};
 use crate::proxy::generate_default_certificate;
 use crate::snapshot::TlsCertificate;
 use crate::store::ObjectKey;
@@ -109,4 +110,39 @@ async fn client_preferring_chacha20_gets_it() {
     // The other order is still the proxy's for the next client.
     let client = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
     assert_eq!(client.cipher_suite(), CipherSuite::TLS13_AES_128_GCM_SHA256);
+}
+
+#[tokio::test]
+async fn sessions_resume_in_both_orders() {
+    let proxy = TestProxy::start(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", certificate("tls"))
+            .build(),
+    );
+
+    for first in [
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        // A rustls client resumes only with the certificate verifier that checked the
+        // session, so both connections share one configuration.
+        let config = preferring(first);
+        let mut full =
+            TlsClient::connect_with_config(proxy.https_addr(), "foo.example.com", config.clone())
+                .await;
+        // TLS 1.3 tickets arrive after the handshake; reading the response takes them in.
+        full.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        full.stream.read_to_end(&mut response).await.unwrap();
+
+        let resumed =
+            TlsClient::connect_with_config(proxy.https_addr(), "foo.example.com", config).await;
+
+        assert!(!full.resumed(), "{first:?}");
+        assert!(resumed.resumed(), "{first:?}");
+        assert_eq!(resumed.cipher_suite(), first);
+    }
 }

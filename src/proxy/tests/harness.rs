@@ -338,11 +338,7 @@ impl TlsClient {
         server_name: &str,
         first: rustls::CipherSuite,
     ) -> Self {
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider
-            .cipher_suites
-            .sort_by_key(|suite| suite.suite() != first);
-        Self::connect_with(address, server_name, &[], provider).await
+        Self::connect_with_config(address, server_name, preferring(first)).await
     }
 
     async fn connect_with(
@@ -351,22 +347,29 @@ impl TlsClient {
         alpn: &[&[u8]],
         provider: rustls::crypto::CryptoProvider,
     ) -> Self {
-        let provider = Arc::new(provider);
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            // The proxy's certificates are self-signed; the tests check which one it chose.
-            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new()))
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Self::connect_with_config(address, server_name, client_config(provider, alpn)).await
+    }
+
+    /// Connects with `config`. Connections that share a configuration share its session
+    /// store, so a later one can resume the session of an earlier one.
+    pub(crate) async fn connect_with_config(
+        address: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Self {
         let tcp = TcpStream::connect(address).await.unwrap();
         let name = ServerName::try_from(server_name.to_owned()).unwrap();
-        let stream = TlsConnector::from(Arc::new(config))
+        let stream = TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .expect("TLS handshake succeeds");
         Self { stream }
+    }
+
+    /// Returns true when the handshake resumed an earlier session.
+    pub(crate) fn resumed(&self) -> bool {
+        let (_, connection) = self.stream.get_ref();
+        connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// Returns the leaf certificate the proxy presented.
@@ -388,6 +391,32 @@ impl TlsClient {
         let (_, connection) = self.stream.get_ref();
         connection.alpn_protocol().map(<[u8]>::to_vec)
     }
+}
+
+/// Builds a client configuration with `provider` that offers `alpn`. It accepts any
+/// certificate, because the proxy's are self-signed and the tests check which one it chose.
+fn client_config(
+    provider: rustls::crypto::CryptoProvider,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new()))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Builds a client configuration with no ALPN that offers the cipher suite `first` before
+/// ring's others.
+pub(crate) fn preferring(first: rustls::CipherSuite) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != first);
+    client_config(provider, &[])
 }
 
 /// Returns an address on loopback where nothing listens, so connecting is refused.
