@@ -6,7 +6,7 @@ use rustls::CipherSuite;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{SnapshotBuilder, TestProxy, TlsClient, preferring};
+use super::harness::{SnapshotBuilder, TestProxy, TlsClient, config_preferring};
 use crate::proxy::generate_default_certificate;
 use crate::snapshot::TlsCertificate;
 use crate::store::ObjectKey;
@@ -16,6 +16,15 @@ fn certificate(secret: &str) -> Arc<TlsCertificate> {
         secret: ObjectKey::new("default", secret),
         key: generate_default_certificate().unwrap(),
     })
+}
+
+/// Starts a proxy with one certificate, for `foo.example.com`.
+fn proxy_for_foo() -> TestProxy {
+    TestProxy::start(
+        SnapshotBuilder::default()
+            .certificate("foo.example.com", certificate("tls"))
+            .build(),
+    )
 }
 
 fn leaf(certificate: &TlsCertificate) -> CertificateDer<'static> {
@@ -76,11 +85,7 @@ async fn new_snapshot_serves_new_certificate() {
 
 #[tokio::test]
 async fn proxy_order_picks_aes_128_gcm() {
-    let proxy = TestProxy::start(
-        SnapshotBuilder::default()
-            .certificate("foo.example.com", certificate("tls"))
-            .build(),
-    );
+    let proxy = proxy_for_foo();
 
     // rustls clients offer AES-256-GCM first.
     let client = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[]).await;
@@ -90,11 +95,7 @@ async fn proxy_order_picks_aes_128_gcm() {
 
 #[tokio::test]
 async fn client_preferring_chacha20_gets_it() {
-    let proxy = TestProxy::start(
-        SnapshotBuilder::default()
-            .certificate("foo.example.com", certificate("tls"))
-            .build(),
-    );
+    let proxy = proxy_for_foo();
 
     let client = TlsClient::connect_preferring(
         proxy.https_addr(),
@@ -114,11 +115,7 @@ async fn client_preferring_chacha20_gets_it() {
 
 #[tokio::test]
 async fn sessions_resume_in_both_orders() {
-    let proxy = TestProxy::start(
-        SnapshotBuilder::default()
-            .certificate("foo.example.com", certificate("tls"))
-            .build(),
-    );
+    let proxy = proxy_for_foo();
 
     for first in [
         CipherSuite::TLS13_AES_128_GCM_SHA256,
@@ -126,11 +123,11 @@ async fn sessions_resume_in_both_orders() {
     ] {
         // A rustls client resumes only with the certificate verifier that checked the
         // session, so both connections share one configuration.
-        let config = preferring(first);
+        let config = config_preferring(first);
         let mut full =
             TlsClient::connect_with_config(proxy.https_addr(), "foo.example.com", config.clone())
                 .await;
-        // TLS 1.3 tickets arrive after the handshake; reading the response takes them in.
+        // TLS 1.3 tickets arrive after the handshake, and reading the response takes them in.
         full.stream
             .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\nConnection: close\r\n\r\n")
             .await

@@ -322,13 +322,8 @@ pub(crate) struct TlsClient {
 impl TlsClient {
     /// Connects with `server_name` as SNI (an IP address sends none) and offers `alpn`.
     pub(crate) async fn connect(address: SocketAddr, server_name: &str, alpn: &[&[u8]]) -> Self {
-        Self::connect_with(
-            address,
-            server_name,
-            alpn,
-            rustls::crypto::ring::default_provider(),
-        )
-        .await
+        let config = client_config(rustls::crypto::ring::default_provider(), alpn);
+        Self::connect_with_config(address, server_name, config).await
     }
 
     /// Connects as [`TlsClient::connect`] with no ALPN, offering the cipher suite `first`
@@ -338,16 +333,7 @@ impl TlsClient {
         server_name: &str,
         first: rustls::CipherSuite,
     ) -> Self {
-        Self::connect_with_config(address, server_name, preferring(first)).await
-    }
-
-    async fn connect_with(
-        address: SocketAddr,
-        server_name: &str,
-        alpn: &[&[u8]],
-        provider: rustls::crypto::CryptoProvider,
-    ) -> Self {
-        Self::connect_with_config(address, server_name, client_config(provider, alpn)).await
+        Self::connect_with_config(address, server_name, config_preferring(first)).await
     }
 
     /// Connects with `config`. Connections that share a configuration share its session
@@ -411,7 +397,7 @@ fn client_config(
 
 /// Builds a client configuration with no ALPN that offers the cipher suite `first` before
 /// ring's others.
-pub(crate) fn preferring(first: rustls::CipherSuite) -> Arc<rustls::ClientConfig> {
+pub(crate) fn config_preferring(first: rustls::CipherSuite) -> Arc<rustls::ClientConfig> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider
         .cipher_suites
