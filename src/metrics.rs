@@ -38,6 +38,8 @@ pub struct Metrics {
     pub upstream_connections_reused: Family<UpstreamLabels, Counter>,
     /// Idle plain HTTP/1.1 connections held without their HTTP state, waiting for input.
     pub downstream_connections_parked: Gauge,
+    /// Idle plain HTTP/1.1 upstream connections held without their HTTP state.
+    pub upstream_connections_parked: Gauge,
     /// Generation of the live snapshot.
     pub snapshot_generation: Gauge,
     /// Duration of each compile, in seconds.
@@ -89,6 +91,12 @@ impl Metrics {
             "Idle plain HTTP/1.1 connections held without their HTTP state",
             downstream_connections_parked.clone(),
         );
+        let upstream_connections_parked = Gauge::default();
+        registry.register(
+            "upstream_connections_parked",
+            "Idle plain HTTP/1.1 upstream connections held without their HTTP state",
+            upstream_connections_parked.clone(),
+        );
         let snapshot_generation = Gauge::default();
         registry.register(
             "snapshot_generation",
@@ -121,6 +129,7 @@ impl Metrics {
             upstream_connections_opened,
             upstream_connections_reused,
             downstream_connections_parked,
+            upstream_connections_parked,
             snapshot_generation,
             compile_duration,
             configuration_problems,

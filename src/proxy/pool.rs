@@ -6,18 +6,21 @@
 //! likeliest to still be open. HTTP/2 (h2c, or TLS with ALPN h2) multiplexes every request to
 //! an endpoint over one connection.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Shared};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -29,11 +32,12 @@ use super::tls::{UpstreamTls, negotiated_h2};
 use super::worker::LocalExec;
 use crate::snapshot::UpstreamProtocol;
 
-/// Idle HTTP/1.1 connections kept per endpoint; the oldest is closed beyond this.
+/// Idle HTTP/1.1 connections kept per endpoint, parked ones included; the oldest is closed
+/// beyond this.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 /// Time an idle upstream connection is kept, ingress-nginx's `upstream-keepalive-timeout`.
-pub(super) const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Time a pooled HTTP/1.1 connection gets to finish its previous exchange before the pool
 /// gives up on it and tries the next one.
@@ -77,15 +81,29 @@ pub(super) struct PooledSender {
     key: PoolKey,
     /// The connection's request sender.
     pub(super) sender: Http1Sender,
+    /// Present when the connection can be parked: plain TCP only.
+    park: Option<ParkRequest>,
 }
 
 impl PooledSender {
     /// Returns the connection to its pool, once its response body has ended.
     pub(super) fn release(self) {
         let pool = self.pool.clone();
-        pool.release(self.key, self.sender);
+        pool.release(
+            self.key,
+            IdleSender {
+                sender: self.sender,
+                since: Instant::now(),
+                park: self.park,
+            },
+        );
     }
 }
+
+/// Shared by the pool and a plain HTTP/1.1 connection's task. The pool sets it to the time
+/// the connection became idle, then drops the connection's sender; hyper then hands the
+/// socket back to the task, which parks it when this is set.
+type ParkRequest = Rc<Cell<Option<Instant>>>;
 
 /// The result of one HTTP/2 connect attempt, shared by every request that waits for it.
 /// `Err(None)` means the endpoint negotiated HTTP/1.1 this time; that connection went to the
@@ -96,6 +114,8 @@ type Http2Outcome = Result<Http2Sender, Option<Failure>>;
 struct EndpointConnections {
     /// Idle HTTP/1.1 connections, most recently used at the back.
     idle: VecDeque<IdleSender>,
+    /// Parked HTTP/1.1 connections, most recently used at the back.
+    parked: VecDeque<ParkedSocket>,
     /// The shared HTTP/2 connection.
     http2: Option<Http2Sender>,
     /// The connect attempt in progress for `http2`, so that a burst of requests opens one
@@ -108,6 +128,33 @@ struct EndpointConnections {
 struct IdleSender {
     sender: Http1Sender,
     since: Instant,
+    park: Option<ParkRequest>,
+}
+
+/// A parked plain HTTP/1.1 connection: its socket, still registered with tokio, so that the
+/// sweep sees an upstream close without a system call.
+struct ParkedSocket {
+    stream: TcpStream,
+    /// When its last request ended.
+    since: Instant,
+    /// Counts it in `gangway_upstream_connections_parked` while it lives.
+    _gauge: GaugeCount,
+}
+
+/// Adds one to a gauge for as long as it lives.
+struct GaugeCount(Gauge);
+
+impl GaugeCount {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The connections of one worker thread to every endpoint it has talked to.
@@ -117,15 +164,26 @@ pub(super) struct UpstreamPool {
     endpoints: RefCell<HashMap<PoolKey, EndpointConnections, foldhash::fast::FixedState>>,
     connect_timeout: Duration,
     tls: UpstreamTls,
+    /// Idle time after which a plain HTTP/1.1 connection is parked.
+    park_after: Duration,
+    /// `gangway_upstream_connections_parked`.
+    parked_gauge: Gauge,
 }
 
 impl UpstreamPool {
     /// Creates an empty pool.
-    pub(super) fn new(connect_timeout: Duration, tls: UpstreamTls) -> Self {
+    pub(super) fn new(
+        connect_timeout: Duration,
+        tls: UpstreamTls,
+        park_after: Duration,
+        parked_gauge: Gauge,
+    ) -> Self {
         Self {
             endpoints: RefCell::new(HashMap::default()),
             connect_timeout,
             tls,
+            park_after,
+            parked_gauge,
         }
     }
 
@@ -269,10 +327,7 @@ impl UpstreamPool {
         let connect = Box::pin(async {
             let tcp = connect_tcp(key.address).await?;
             match key.protocol {
-                UpstreamProtocol::Http1 => {
-                    let sender = handshake_http1(TokioIo::new(tcp), false).await?;
-                    Ok(self.lend(key, sender))
-                }
+                UpstreamProtocol::Http1 => Ok(self.handshake_parkable(key, tcp).await?),
                 UpstreamProtocol::H2c => {
                     let sender = handshake_http2(TokioIo::new(tcp)).await?;
                     Ok(self.share_http2(key, sender))
@@ -285,7 +340,7 @@ impl UpstreamPool {
                     } else {
                         self.forget_http2(key);
                         let sender = handshake_http1(TokioIo::new(tls), false).await?;
-                        Ok(self.lend(key, sender))
+                        Ok(self.lend(key, sender, None))
                     }
                 }
             }
@@ -310,12 +365,48 @@ impl UpstreamPool {
             .map_err(|error| Failure::with_source(FailureKind::HandshakeFailed, error))
     }
 
-    fn lend(self: &Rc<Self>, key: PoolKey, sender: Http1Sender) -> UpstreamSender {
+    fn lend(
+        self: &Rc<Self>,
+        key: PoolKey,
+        sender: Http1Sender,
+        park: Option<ParkRequest>,
+    ) -> UpstreamSender {
         UpstreamSender::Http1(PooledSender {
             pool: self.clone(),
             key,
             sender,
+            park,
         })
+    }
+
+    /// Starts an HTTP/1.1 connection on a plain TCP stream, new or parked. Its task parks the
+    /// stream once the pool sets the returned sender's `ParkRequest`.
+    async fn handshake_parkable(
+        self: &Rc<Self>,
+        key: PoolKey,
+        tcp: TcpStream,
+    ) -> Result<UpstreamSender, Failure> {
+        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|error| Failure::with_source(FailureKind::HandshakeFailed, error))?;
+        let park = ParkRequest::default();
+        let pool = Rc::downgrade(self);
+        tokio::task::spawn_local(run_parkable(connection, pool, key, park.clone()));
+        Ok(self.lend(key, sender, Some(park)))
+    }
+
+    /// Keeps the socket of a connection whose sender the pool dropped to park it.
+    fn park(&self, key: PoolKey, stream: TcpStream, since: Instant) {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let entry = endpoints.entry(key).or_default();
+        if entry.idle.len() + entry.parked.len() >= MAX_IDLE_PER_ENDPOINT {
+            entry.parked.pop_front();
+        }
+        entry.parked.push_back(ParkedSocket {
+            stream,
+            since,
+            _gauge: GaugeCount::new(&self.parked_gauge),
+        });
     }
 
     /// Keeps `sender` as the endpoint's shared HTTP/2 connection unless an open one is
@@ -341,6 +432,28 @@ impl UpstreamPool {
     }
 
     async fn checkout_idle(self: &Rc<Self>, key: PoolKey) -> Option<UpstreamSender> {
+        if let Some(sender) = self.checkout_active(key).await {
+            return Some(sender);
+        }
+        loop {
+            let parked = {
+                let mut endpoints = self.endpoints.borrow_mut();
+                endpoints.get_mut(&key)?.parked.pop_back()?
+            };
+            if parked.since.elapsed() > UPSTREAM_IDLE_TIMEOUT || !is_open(&parked.stream) {
+                continue;
+            }
+            // A failure here is hyper's, not the endpoint's; the socket is dropped and the
+            // caller opens a new connection.
+            if let Ok(sender) = self.handshake_parkable(key, parked.stream).await {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Takes an idle connection that still has its hyper state, or the endpoint's HTTP/2
+    /// connection.
+    async fn checkout_active(self: &Rc<Self>, key: PoolKey) -> Option<UpstreamSender> {
         loop {
             // The borrow ends before any await: another task of this thread may use the pool
             // while this one waits.
@@ -360,38 +473,52 @@ impl UpstreamPool {
             }
             let mut sender = candidate.sender;
             if sender.is_ready() {
-                return Some(self.lend(key, sender));
+                return Some(self.lend(key, sender, candidate.park));
             }
             // The previous response ended but its connection task has not run since; give it
             // a moment to mark the connection ready.
             if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
-                return Some(self.lend(key, sender));
+                return Some(self.lend(key, sender, candidate.park));
             }
         }
     }
 
-    fn release(&self, key: PoolKey, sender: Http1Sender) {
-        if sender.is_closed() {
+    fn release(&self, key: PoolKey, idle: IdleSender) {
+        if idle.sender.is_closed() {
             return;
         }
         let mut endpoints = self.endpoints.borrow_mut();
-        let idle = &mut endpoints.entry(key).or_default().idle;
-        if idle.len() >= MAX_IDLE_PER_ENDPOINT {
-            idle.pop_front();
+        let entry = endpoints.entry(key).or_default();
+        if entry.idle.len() + entry.parked.len() >= MAX_IDLE_PER_ENDPOINT
+            && entry.parked.pop_front().is_none()
+        {
+            entry.idle.pop_front();
         }
-        idle.push_back(IdleSender {
-            sender,
-            since: Instant::now(),
-        });
+        entry.idle.push_back(idle);
     }
 
-    /// Closes idle connections that expired or that the endpoint closed, and removes
-    /// endpoints with nothing left. The worker calls this periodically.
+    /// Closes idle connections that expired or that the endpoint closed, parks the plain
+    /// HTTP/1.1 ones idle for `park_after`, and removes endpoints with nothing left. The
+    /// worker calls this every `park_after`.
     pub(super) fn sweep(&self) {
         let mut endpoints = self.endpoints.borrow_mut();
         for entry in endpoints.values_mut() {
             entry.idle.retain(|idle| {
-                !idle.sender.is_closed() && idle.since.elapsed() <= UPSTREAM_IDLE_TIMEOUT
+                let idle_for = idle.since.elapsed();
+                if idle.sender.is_closed() || idle_for > UPSTREAM_IDLE_TIMEOUT {
+                    return false;
+                }
+                match &idle.park {
+                    // Dropping the sender ends the connection's task, which parks the socket.
+                    Some(park) if idle_for >= self.park_after => {
+                        park.set(Some(idle.since));
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            entry.parked.retain(|parked| {
+                parked.since.elapsed() <= UPSTREAM_IDLE_TIMEOUT && is_open(&parked.stream)
             });
             if entry
                 .http2
@@ -402,9 +529,43 @@ impl UpstreamPool {
             }
         }
         endpoints.retain(|_, entry| {
-            !entry.idle.is_empty() || entry.http2.is_some() || entry.http2_connecting.is_some()
+            !entry.idle.is_empty()
+                || !entry.parked.is_empty()
+                || entry.http2.is_some()
+                || entry.http2_connecting.is_some()
         });
     }
+}
+
+/// Runs a plain HTTP/1.1 connection until the pool drops its sender or it fails. Parks the
+/// socket if the pool set `park` and hyper left no unread byte.
+async fn run_parkable(
+    connection: http1::Connection<TokioIo<TcpStream>, RequestBody>,
+    pool: Weak<UpstreamPool>,
+    key: PoolKey,
+    park: ParkRequest,
+) {
+    match connection.without_shutdown().await {
+        Ok(parts) => {
+            if let (Some(since), Some(pool)) = (park.get(), pool.upgrade())
+                && parts.read_buf.is_empty()
+            {
+                pool.park(key, parts.io.into_inner(), since);
+            }
+        }
+        Err(error) => {
+            tracing::debug!(upstream = %key.address, error = %error, "upstream HTTP/1.1 connection ended with an error");
+        }
+    }
+}
+
+/// Returns false when the peer of a parked socket closed it or sent bytes no request asked
+/// for. Reads tokio's readiness first, so an idle open socket costs no system call.
+fn is_open(stream: &TcpStream) -> bool {
+    let mut byte = [0_u8; 1];
+    let mut buffer = ReadBuf::new(&mut byte);
+    let mut context = Context::from_waker(Waker::noop());
+    stream.poll_peek(&mut context, &mut buffer).is_pending()
 }
 
 async fn connect_tcp(address: SocketAddr) -> Result<TcpStream, Failure> {

@@ -33,7 +33,7 @@ use super::handler;
 use super::headers;
 use super::log::{FailureLog, RequestLog};
 use super::park::{self, ParkSignal, ParkableStream, Parked, ParkingLot};
-use super::pool::{UPSTREAM_IDLE_TIMEOUT, UpstreamPool};
+use super::pool::UpstreamPool;
 use super::tls::{CertificateResolver, DownstreamTls, UpstreamTls};
 use super::{ProxyConfig, ProxyError};
 use crate::live::Live;
@@ -301,6 +301,8 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
     let pool = Rc::new(UpstreamPool::new(
         config.upstream_connect_timeout,
         shared.upstream_tls.clone(),
+        config.park_after,
+        shared.live.metrics().upstream_connections_parked.clone(),
     ));
     let worker = Rc::new(WorkerContext {
         shared: shared.clone(),
@@ -319,7 +321,7 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
     let shutdown = shared.shutdown.clone();
     let lot = tokio::task::spawn_local(run_parking_lot(worker.clone()));
 
-    let sweeper = tokio::task::spawn_local(sweep_pool(pool, shutdown.clone()));
+    let sweeper = tokio::task::spawn_local(sweep_pool(pool, config.park_after, shutdown.clone()));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -363,8 +365,9 @@ async fn accept_failed(listener: &TcpListener, error: std::io::Error) {
     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
-async fn sweep_pool(pool: Rc<UpstreamPool>, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(UPSTREAM_IDLE_TIMEOUT / 4);
+async fn sweep_pool(pool: Rc<UpstreamPool>, park_after: Duration, shutdown: CancellationToken) {
+    // Idle connections are parked up to one tick late. `interval` panics on a zero period.
+    let mut interval = tokio::time::interval(park_after.max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

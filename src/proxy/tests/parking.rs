@@ -1,7 +1,9 @@
 //! Parking of idle plain HTTP/1.1 connections: a parked connection serves its next request,
-//! and connections that hold part of a request are never parked. The harness parks after
-//! 100 ms of idleness.
+//! and connections that hold part of a request are never parked. Upstream connections idle
+//! in the pool are parked too. The harness parks after 100 ms of idleness.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +13,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use super::harness::{Collected, TestProxy, backend, http1_client, metric_value, one_route};
 use super::upstream::{Echo, TestUpstream, Transport};
@@ -20,6 +23,9 @@ use crate::snapshot::UpstreamProtocol;
 /// Bound on waiting for something that should happen soon.
 const WAIT: Duration = Duration::from_secs(5);
 const PARKED: &str = "gangway_downstream_connections_parked";
+const UPSTREAM_PARKED: &str = "gangway_upstream_connections_parked";
+const OPENED: &str = r#"gangway_upstream_connections_opened_total{service="default/echo"}"#;
+const REUSED: &str = r#"gangway_upstream_connections_reused_total{service="default/echo"}"#;
 
 async fn echo_proxy() -> (TestUpstream, TestProxy) {
     echo_proxy_with(TestProxy::config()).await
@@ -45,18 +51,23 @@ async fn parked_connection(proxy: &TestProxy) -> TcpStream {
     stream
 }
 
-/// Waits until `count` connections of `proxy` are parked.
+/// Waits until `count` downstream connections of `proxy` are parked.
 async fn wait_parked(proxy: &TestProxy, count: u64) {
+    wait_metric(proxy, PARKED, count).await;
+}
+
+/// Waits until the metric `series` of `proxy` reads `value`.
+async fn wait_metric(proxy: &TestProxy, series: &str, value: u64) {
     let waited = tokio::time::timeout(WAIT, async {
-        while metric_value(proxy, PARKED) != count {
+        while metric_value(proxy, series) != value {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     assert!(
         waited.is_ok(),
-        "parked connections stayed at {}, expected {count}",
-        metric_value(proxy, PARKED)
+        "{series} stayed at {}, expected {value}",
+        metric_value(proxy, series)
     );
 }
 
@@ -98,6 +109,14 @@ async fn expect_closed(stream: &mut TcpStream) {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
+/// A bodiless GET of `/` on foo.example.com.
+fn get_foo() -> Request<Full<Bytes>> {
+    Request::get("/")
+        .header("host", "foo.example.com")
+        .body(Full::default())
+        .unwrap()
+}
+
 fn echoed_path(body: &[u8]) -> String {
     serde_json::from_slice::<Echo>(body).unwrap().uri
 }
@@ -106,18 +125,12 @@ fn echoed_path(body: &[u8]) -> String {
 async fn parked_connection_serves_next_requests() {
     let (_upstream, proxy) = echo_proxy().await;
     let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
-    let get = || {
-        Request::get("/first")
-            .header("host", "foo.example.com")
-            .body(Full::default())
-            .unwrap()
-    };
 
-    let response = Collected::read(client.send_request(get()).await.unwrap()).await;
+    let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::OK);
     wait_parked(&proxy, 1).await;
 
-    let response = Collected::read(client.send_request(get()).await.unwrap()).await;
+    let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(metric_value(&proxy, PARKED), 0);
     wait_parked(&proxy, 1).await;
@@ -229,4 +242,150 @@ async fn parked_connection_closed_at_idle_timeout() {
 
     expect_closed(&mut stream).await;
     assert_eq!(metric_value(&proxy, PARKED), 0);
+}
+
+#[tokio::test]
+async fn parked_upstream_connection_serves_next_request() {
+    let (upstream, proxy) = echo_proxy().await;
+    // One client connection keeps every request on one worker, so on one upstream pool.
+    let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+
+    for round in 0..3 {
+        let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
+        assert_eq!(response.status, StatusCode::OK, "round {round}");
+        wait_metric(&proxy, UPSTREAM_PARKED, 1).await;
+    }
+
+    assert_eq!(upstream.accepted(), 1);
+    assert_eq!(metric_value(&proxy, OPENED), 1);
+    assert_eq!(metric_value(&proxy, REUSED), 2);
+}
+
+#[tokio::test]
+async fn parked_upstream_connection_closed_by_upstream_is_replaced() {
+    let upstream = ClosingUpstream::start().await;
+    let echo = backend("echo", UpstreamProtocol::Http1, &[upstream.address]);
+    let proxy = TestProxy::start(one_route(&echo));
+    let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+
+    let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+    wait_metric(&proxy, UPSTREAM_PARKED, 1).await;
+    upstream.close_all();
+    upstream.wait_closed(1).await;
+
+    // The proxy sees the close in its sweep or when the request takes the socket. Either way
+    // the request goes on a new connection and reaches the upstream once.
+    let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(upstream.requests(), 2);
+    assert_eq!(upstream.accepted(), 2);
+    assert_eq!(metric_value(&proxy, OPENED), 2);
+    assert_eq!(metric_value(&proxy, REUSED), 0);
+}
+
+/// A raw HTTP/1.1 upstream that keeps each connection open after its responses until
+/// `close_all`.
+struct ClosingUpstream {
+    address: std::net::SocketAddr,
+    /// Cancelled to close the connections accepted so far, then replaced.
+    close: Arc<Mutex<CancellationToken>>,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClosingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ClosingUpstream {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let close = Arc::new(Mutex::new(CancellationToken::new()));
+        let [accepted, requests, closed] = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
+        let task = tokio::spawn({
+            let (close, accepted, requests, closed) = (
+                close.clone(),
+                accepted.clone(),
+                requests.clone(),
+                closed.clone(),
+            );
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let close = close.lock().unwrap().clone();
+                    let (requests, closed) = (requests.clone(), closed.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = answer(stream, &requests) => {}
+                            () = close.cancelled() => {}
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            }
+        });
+        Self {
+            address,
+            close,
+            accepted,
+            requests,
+            closed,
+            task,
+        }
+    }
+
+    /// Closes every open connection; connections accepted later stay open.
+    fn close_all(&self) {
+        let mut close = self.close.lock().unwrap();
+        close.cancel();
+        *close = CancellationToken::new();
+    }
+
+    async fn wait_closed(&self, count: usize) {
+        let waited = tokio::time::timeout(WAIT, async {
+            while self.closed.load(Ordering::SeqCst) < count {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the upstream did not close {count} connections"
+        );
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Responds to each bodiless request on `stream` with a two-byte body and keeps the
+/// connection open.
+async fn answer(mut stream: TcpStream, requests: &AtomicUsize) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        while let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            buffer.drain(..end + 4);
+            requests.fetch_add(1, Ordering::SeqCst);
+            let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(response).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
 }
