@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
 use crate::snapshot::{Backend, Route};
@@ -27,6 +28,23 @@ pub(super) struct UpstreamCounters {
     pub(super) opened: Counter,
     /// Requests sent on a pooled connection.
     pub(super) reused: Counter,
+}
+
+/// A count of one in a gauge, held for as long as this value lives.
+pub(super) struct GaugeCount(Gauge);
+
+impl GaugeCount {
+    /// Adds one to `gauge`; dropping the value takes it off again.
+    pub(super) fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A request counter's key: route and backend addresses (0 for none) and the status code.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
-use super::counters::UpstreamCounters;
+use super::counters::{GaugeCount, UpstreamCounters};
 use super::failure::{Failure, FailureKind};
 use super::tls::{UpstreamTls, negotiated_h2};
 use super::worker::LocalExec;
@@ -100,9 +100,9 @@ impl PooledSender {
     }
 }
 
-/// Shared by the pool and a plain HTTP/1.1 connection's task. The pool sets it to the time
-/// the connection became idle, then drops the connection's sender; hyper then hands the
-/// socket back to the task, which parks it when this is set.
+/// A flag shared by the pool and a plain HTTP/1.1 connection's task. To park the connection,
+/// the pool sets it to the time the connection became idle and drops the sender. hyper then
+/// hands the socket back to the task, which parks it because the flag is set.
 type ParkRequest = Rc<Cell<Option<Instant>>>;
 
 /// The result of one HTTP/2 connect attempt, shared by every request that waits for it.
@@ -132,7 +132,7 @@ struct IdleSender {
 }
 
 /// A parked plain HTTP/1.1 connection: its socket, still registered with tokio, so that the
-/// sweep sees an upstream close without a system call.
+/// sweep detects an upstream close without a system call.
 struct ParkedSocket {
     stream: TcpStream,
     /// When its last request ended.
@@ -141,19 +141,23 @@ struct ParkedSocket {
     _gauge: GaugeCount,
 }
 
-/// Adds one to a gauge for as long as it lives.
-struct GaugeCount(Gauge);
-
-impl GaugeCount {
-    fn new(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
+impl ParkedSocket {
+    /// Returns true when the socket may carry a request: not idle for longer than the
+    /// timeout, and not closed by the endpoint.
+    fn is_reusable(&self) -> bool {
+        self.since.elapsed() <= UPSTREAM_IDLE_TIMEOUT && is_open(&self.stream)
     }
 }
 
-impl Drop for GaugeCount {
-    fn drop(&mut self) {
-        self.0.dec();
+impl EndpointConnections {
+    /// Closes the oldest idle connection, parked ones first, when the endpoint is at
+    /// `MAX_IDLE_PER_ENDPOINT`, so that one more fits.
+    fn make_room(&mut self) {
+        if self.idle.len() + self.parked.len() >= MAX_IDLE_PER_ENDPOINT
+            && self.parked.pop_front().is_none()
+        {
+            self.idle.pop_front();
+        }
     }
 }
 
@@ -399,9 +403,7 @@ impl UpstreamPool {
     fn park(&self, key: PoolKey, stream: TcpStream, since: Instant) {
         let mut endpoints = self.endpoints.borrow_mut();
         let entry = endpoints.entry(key).or_default();
-        if entry.idle.len() + entry.parked.len() >= MAX_IDLE_PER_ENDPOINT {
-            entry.parked.pop_front();
-        }
+        entry.make_room();
         entry.parked.push_back(ParkedSocket {
             stream,
             since,
@@ -440,7 +442,7 @@ impl UpstreamPool {
                 let mut endpoints = self.endpoints.borrow_mut();
                 endpoints.get_mut(&key)?.parked.pop_back()?
             };
-            if parked.since.elapsed() > UPSTREAM_IDLE_TIMEOUT || !is_open(&parked.stream) {
+            if !parked.is_reusable() {
                 continue;
             }
             // A failure here is hyper's, not the endpoint's; the socket is dropped and the
@@ -489,11 +491,7 @@ impl UpstreamPool {
         }
         let mut endpoints = self.endpoints.borrow_mut();
         let entry = endpoints.entry(key).or_default();
-        if entry.idle.len() + entry.parked.len() >= MAX_IDLE_PER_ENDPOINT
-            && entry.parked.pop_front().is_none()
-        {
-            entry.idle.pop_front();
-        }
+        entry.make_room();
         entry.idle.push_back(idle);
     }
 
@@ -517,9 +515,7 @@ impl UpstreamPool {
                     _ => true,
                 }
             });
-            entry.parked.retain(|parked| {
-                parked.since.elapsed() <= UPSTREAM_IDLE_TIMEOUT && is_open(&parked.stream)
-            });
+            entry.parked.retain(ParkedSocket::is_reusable);
             if entry
                 .http2
                 .as_ref()

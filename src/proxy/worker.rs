@@ -17,7 +17,6 @@ use hyper::server::conn::http1;
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::ResponseBody;
-use super::counters::CounterCache;
+use super::counters::{CounterCache, GaugeCount};
 use super::failure::Failure;
 use super::handler;
 use super::headers;
@@ -483,7 +482,7 @@ async fn wait_for_input<T>(
     let deadline = connection
         .idle_deadline(config)
         .unwrap_or_else(|| Instant::now() + config.idle_timeout);
-    let _parked = ParkedGauge::count(&worker.shared.live.metrics().downstream_connections_parked);
+    let _parked = GaugeCount::new(&worker.shared.live.metrics().downstream_connections_parked);
     tokio::select! {
         input = input => Some(input),
         () = tokio::time::sleep_until(deadline) => {
@@ -491,22 +490,6 @@ async fn wait_for_input<T>(
             None
         }
         () = worker.shared.shutdown.cancelled() => None,
-    }
-}
-
-/// Counts a connection in `gangway_downstream_connections_parked` until dropped.
-struct ParkedGauge<'a>(&'a Gauge);
-
-impl<'a> ParkedGauge<'a> {
-    fn count(gauge: &'a Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for ParkedGauge<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

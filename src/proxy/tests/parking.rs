@@ -109,7 +109,7 @@ async fn expect_closed(stream: &mut TcpStream) {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
-/// A bodiless GET of `/` on foo.example.com.
+/// Builds a bodiless GET of `/` on foo.example.com.
 fn get_foo() -> Request<Full<Bytes>> {
     Request::get("/")
         .header("host", "foo.example.com")
@@ -274,8 +274,8 @@ async fn parked_upstream_connection_closed_by_upstream_is_replaced() {
     upstream.close_all();
     upstream.wait_closed(1).await;
 
-    // The proxy sees the close in its sweep or when the request takes the socket. Either way
-    // the request goes on a new connection and reaches the upstream once.
+    // The proxy detects the close in its sweep or when the request takes the socket. Either
+    // way the request goes on a new connection and reaches the upstream once.
     let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(upstream.requests(), 2);
