@@ -12,6 +12,7 @@ mod backends;
 mod bad_input;
 mod downstream;
 mod headers;
+mod hpack;
 mod live;
 mod routing;
 mod shutdown;

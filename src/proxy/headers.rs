@@ -182,18 +182,26 @@ pub(super) fn ip_header(ip: IpAddr) -> HeaderValue {
 
 /// Returns the request id: the client's `X-Request-Id` when it is well formed (1 to 200
 /// characters of letters, digits and `-_.:`), otherwise a new UUID v4.
+///
+/// The value is marked sensitive, so HTTP/2's HPACK encoder sends it as a literal that
+/// never enters the connection's dynamic table (RFC 7541 section 6.2.3). An id differs on
+/// every request, so indexing it would only push reusable entries such as `content-type`
+/// out of the table, and every response paid for an insertion and an eviction. The flag
+/// changes nothing else: HTTP/1.1 ignores it, and the logs read the value itself.
 pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     let incoming = headers
         .get(X_REQUEST_ID)
         .filter(|value| is_well_formed_request_id(value.as_bytes()));
-    match incoming {
+    let mut id = match incoming {
         Some(value) => value.clone(),
         None => {
             let mut buffer = uuid::Uuid::encode_buffer();
             let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
             HeaderValue::from_str(id).expect("a UUID is a valid header value")
         }
-    }
+    };
+    id.set_sensitive(true);
+    id
 }
 
 fn is_well_formed_request_id(value: &[u8]) -> bool {
@@ -348,6 +356,15 @@ mod tests {
         let map = headers(&[("x-request-id", "abc-123_x.y:z")]);
 
         assert_eq!(request_id(&map), "abc-123_x.y:z");
+    }
+
+    #[test]
+    fn request_id_marked_sensitive() {
+        let generated = request_id(&HeaderMap::new());
+        let passed_on = request_id(&headers(&[("x-request-id", "abc-123")]));
+
+        assert!(generated.is_sensitive());
+        assert!(passed_on.is_sensitive());
     }
 
     #[test]
