@@ -1,13 +1,21 @@
 """Profiles of Gangway under valgrind, for the targets the benchmark shows it missing.
 
-Usage: python3 -m benchdriver.profile {proxy,handshake,idle} --oha PATH --gangway PATH
+Usage: python3 -m benchdriver.profile {proxy,h2,handshake,idle} --oha PATH --gangway PATH
 [--work DIR]
 
 `proxy` runs gangway under callgrind while oha sends HTTP/1.1 requests at a fixed rate, and
-prints callgrind_annotate's inclusive costs. `handshake` does the same with a new TLS
+prints callgrind_annotate's inclusive costs. `h2` sends them over HTTP/2 with TLS instead,
+on 2 connections that stay open, as in case 2's steady state. `handshake` does the same with a new TLS
 connection, so a full TLS 1.3 handshake, for every request. `idle` runs it under massif while idle
 connections are held, and prints ms_print's heap tree at the peak. Both are slow: valgrind
-runs the program 20 to 100 times slower, which the low request rate allows for."""
+runs the program 20 to 100 times slower, which the low request rate allows for.
+
+With `--perf`, `proxy`, `h2` and `handshake` run natively instead, at full speed as in cases 1
+and 2, under `perf record` with the cpu-clock timer and DWARF call graphs, and print the
+functions with the most samples, kernel included. `--target` profiles nginx or HAProxy the
+same way. valgrind cannot show what the processor runs: ring and OpenSSL pick their assembly
+by the CPU's features, and valgrind's virtual CPU lacks some of them (ADX, SHA), so under
+callgrind the TLS handshake runs slower code than it does in production."""
 
 from __future__ import annotations
 
@@ -19,13 +27,13 @@ from pathlib import Path
 from . import configs, idle
 from .configs import BENCH_HOST
 from .load import LoadSpec, run_load
-from .system import Processes
-from .targets import Gangway, Upstream
+from .system import Processes, process_tree
+from .targets import Gangway, Haproxy, Nginx, Target, Upstream
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="benchdriver.profile", description=__doc__)
-    parser.add_argument("kind", choices=["proxy", "handshake", "idle"])
+    parser.add_argument("kind", choices=["proxy", "h2", "handshake", "idle"])
     parser.add_argument("--oha", type=Path, required=True)
     parser.add_argument("--gangway", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("bench/.work/profile"))
@@ -33,12 +41,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=int, default=200,
                         help="requests per second (proxy, handshake)")
     parser.add_argument("--connections", type=int, default=1000, help="idle connections (idle)")
+    parser.add_argument("--perf", action="store_true",
+                        help="sample the native process with perf instead of running valgrind")
+    parser.add_argument("--target", choices=["gangway", "nginx", "haproxy"], default="gangway",
+                        help="the proxy to profile with --perf")
     args = parser.parse_args(argv)
+    if args.perf:
+        if args.kind == "idle":
+            parser.error("--perf profiles request loads: proxy, h2 or handshake")
+        return perf_profile(args)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     output = work / f"{args.kind}.out"
 
-    if args.kind in ("proxy", "handshake"):
+    if args.kind != "idle":
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={output}"]
     else:
         wrapper = ["valgrind", "--tool=massif", f"--massif-out-file={output}"]
@@ -50,11 +66,13 @@ def main(argv: list[str]) -> int:
         upstream.start()
         gangway = Gangway(args.gangway.resolve(), processes, work, "0", tls, wrapper=wrapper)
         gangway.start([BENCH_HOST])
-        if args.kind in ("proxy", "handshake"):
+        if args.kind != "idle":
             handshake = args.kind == "handshake"
-            port = gangway.ports.https if handshake else gangway.ports.http
-            spec = LoadSpec(port=port, connections=10, rate=args.rate, seconds=args.seconds,
-                            tls=handshake, new_connection_per_request=handshake)
+            h2 = args.kind == "h2"
+            port = gangway.ports.http if args.kind == "proxy" else gangway.ports.https
+            spec = LoadSpec(port=port, connections=2 if h2 else 10, rate=args.rate,
+                            seconds=args.seconds, tls=handshake or h2, http2=h2,
+                            new_connection_per_request=handshake)
             result = run_load(args.oha.resolve(), spec, work / "oha.log")
             print(f"{result.requests} requests, {result.failed} failed", file=sys.stderr)
         else:
@@ -67,7 +85,7 @@ def main(argv: list[str]) -> int:
     finally:
         processes.stop_all()
 
-    if args.kind in ("proxy", "handshake"):
+    if args.kind != "idle":
         report = subprocess.run(
             ["callgrind_annotate", "--inclusive=yes", str(output)],
             capture_output=True, text=True, check=True,
@@ -76,6 +94,55 @@ def main(argv: list[str]) -> int:
         report = subprocess.run(["ms_print", str(output)], capture_output=True, text=True,
                                 check=True).stdout
     (work / f"{args.kind}.txt").write_text(report)
+    print(report)
+    return 0
+
+
+def perf_profile(args: argparse.Namespace) -> int:
+    """Samples one proxy under case 1's or case 2's load, natively, with `perf record`."""
+    work = (args.work / f"perf-{args.kind}-{args.target}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "perf.data"
+    processes = Processes()
+    try:
+        tls = configs.make_certificate(work / "tls")
+        Upstream(processes, work, "1", tls).start()
+        target: Target
+        if args.target == "gangway":
+            target = Gangway(args.gangway.resolve(), processes, work, "0", tls)
+        elif args.target == "nginx":
+            target = Nginx(processes, work, "0", tls)
+        else:
+            target = Haproxy(processes, work, "0", tls)
+        target.start([BENCH_HOST])
+        root = target.root_pid
+        assert root is not None, "the target has started"
+        pids = ",".join(str(pid) for pid in process_tree(root))
+        h2 = args.kind == "h2"
+        spec = LoadSpec(port=target.ports.http if args.kind == "proxy" else target.ports.https,
+                        connections=10 if args.kind != "proxy" else 50,
+                        streams_per_connection=10 if h2 else 1, seconds=args.seconds + 2,
+                        tls=args.kind != "proxy", http2=h2,
+                        new_connection_per_request=args.kind == "handshake")
+        # 1,000 samples per second of CPU time; DWARF unwinding, because the release build
+        # keeps no frame pointers. perf stops after `--seconds`, while the load still runs.
+        perf = subprocess.Popen(
+            ["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph", "dwarf,16384",
+             "-o", str(data), "-p", pids, "--", "sleep", str(args.seconds)],
+            stdout=subprocess.DEVNULL, stderr=(work / "perf.log").open("w"))
+        result = run_load(args.oha.resolve(), spec, work / "oha.log")
+        perf.wait()
+        print(f"{args.target}: {result.requests_per_second:,.0f} requests/s, "
+              f"{result.failed} failed", file=sys.stderr)
+    finally:
+        processes.stop_all()
+
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
+         "-g", "none", "--percent-limit", "0.3"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    (work / "report.txt").write_text(report)
     print(report)
     return 0
 

@@ -4,6 +4,7 @@ Run with `python3 -m unittest discover -s bench/tests -t bench`."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -11,9 +12,10 @@ import subprocess
 import tempfile
 import time
 import unittest
+from contextlib import redirect_stderr
 from pathlib import Path
 
-from benchdriver import cases, configs, load, report, system
+from benchdriver import cases, configs, load, profile, report, system
 from benchdriver.__main__ import RESULTS_BEGIN, RESULTS_END, update_docs
 
 
@@ -25,6 +27,15 @@ def oha_json(statuses: dict[str, int], errors: dict[str, int]) -> str:
         "statusCodeDistribution": statuses,
         "errorDistribution": errors,
     })
+
+
+class ProfileTest(unittest.TestCase):
+    def test_perf_rejects_idle(self):
+        # perf samples request loads; the idle profile is a heap profile under massif.
+        argv = ["idle", "--perf", "--oha", "oha", "--gangway", "gangway"]
+        with self.assertRaises(SystemExit) as raised, redirect_stderr(io.StringIO()):
+            profile.main(argv)
+        self.assertEqual(raised.exception.code, 2)
 
 
 class ProcTest(unittest.TestCase):
