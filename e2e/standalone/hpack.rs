@@ -1,6 +1,8 @@
 //! How the proxy's HTTP/2 responses encode their headers with HPACK (RFC 7541), read from
 //! the raw frames of an h2c connection, because HTTP/2 client libraries hide the encoding.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -154,7 +156,12 @@ async fn request_id_never_indexed_over_http2() {
     let (gangway, _server) = start_echo_app("app.test", &[]).await;
     let mut stream = TcpStream::connect(gangway.http).await.unwrap();
 
-    let blocks = response_blocks(&mut stream, "app.test", 20).await;
+    let blocks = tokio::time::timeout(
+        Duration::from_secs(10),
+        response_blocks(&mut stream, "app.test", 20),
+    )
+    .await
+    .expect("20 responses within 10 s");
 
     // Each response carries a new X-Request-ID, the only field the proxy marks sensitive.
     // Indexed, each id would take a place in the dynamic table and push out entries that
