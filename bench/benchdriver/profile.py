@@ -1,21 +1,26 @@
-"""Profiles of Gangway under valgrind, for the targets the benchmark shows it missing.
+"""Profiles of a proxy under load, for the targets the benchmark shows Gangway missing.
 
-Usage: python3 -m benchdriver.profile {proxy,h2,handshake,idle} --oha PATH --gangway PATH
-[--work DIR]
+Usage: python3 -m benchdriver.profile {proxy,h2,handshake,idle} --oha PATH [--gangway PATH]
+       [--seconds S] [--rate N] [--connections N] [--perf [--target PROXY]] [--work DIR]
 
-`proxy` runs gangway under callgrind while oha sends HTTP/1.1 requests at a fixed rate, and
-prints callgrind_annotate's inclusive costs. `h2` sends them over HTTP/2 with TLS instead,
-on 2 connections that stay open, as in case 2's steady state. `handshake` does the same with a new TLS
-connection, so a full TLS 1.3 handshake, for every request. `idle` runs it under massif while idle
-connections are held, and prints ms_print's heap tree at the peak. Both are slow: valgrind
-runs the program 20 to 100 times slower, which the low request rate allows for.
+Without --perf, Gangway runs under valgrind:
+  proxy      callgrind while oha sends HTTP/1.1 requests at --rate per second; prints
+             callgrind_annotate's inclusive costs.
+  h2         the same over HTTP/2 with TLS, on 2 connections that stay open, as in case 2's
+             steady state.
+  handshake  the same with a new TLS connection, so a TLS 1.3 handshake, for every request.
+  idle       massif while --connections idle connections are held; prints ms_print's heap
+             tree at the peak.
+valgrind runs the program 20 to 100 times slower, which the low request rate allows for.
 
-With `--perf`, `proxy`, `h2` and `handshake` run natively instead, at full speed as in cases 1
-and 2, under `perf record` with the cpu-clock timer and DWARF call graphs, and print the
-functions with the most samples, kernel included. `--target` profiles nginx or HAProxy the
-same way. valgrind cannot show what the processor runs: ring and OpenSSL pick their assembly
-by the CPU's features, and valgrind's virtual CPU lacks some of them (ADX, SHA), so under
-callgrind the TLS handshake runs slower code than it does in production."""
+With --perf, proxy, h2 and handshake run natively instead, with the full-speed load of cases
+1 and 2 (no rate limit; 50 HTTP/1.1 connections, or 10 TLS connections), under `perf record`
+with the cpu-clock timer and DWARF call graphs. The report lists the functions with the most
+samples, the kernel's included when perf may sample it (root, or kernel.perf_event_paranoid
+at most 1). --target picks the proxy: gangway, nginx or haproxy. valgrind cannot show what
+the processor runs: ring and OpenSSL pick their assembly by the CPU's features, and
+valgrind's virtual CPU lacks some of them (ADX, SHA), so under callgrind the TLS handshake
+runs slower code than it does in production."""
 
 from __future__ import annotations
 
@@ -32,20 +37,29 @@ from .targets import Gangway, Haproxy, Nginx, Target, Upstream
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="benchdriver.profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="benchdriver.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["proxy", "h2", "handshake", "idle"])
-    parser.add_argument("--oha", type=Path, required=True)
-    parser.add_argument("--gangway", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=Path("bench/.work/profile"))
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--oha", type=Path, required=True, help="the oha binary")
+    parser.add_argument("--gangway", type=Path,
+                        help="the gangway binary; required unless --target is nginx or haproxy")
+    parser.add_argument("--work", type=Path, default=Path("bench/.work/profile"),
+                        help="directory for configurations, logs and profiles")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="seconds of load (of sampling with --perf)")
     parser.add_argument("--rate", type=int, default=200,
-                        help="requests per second (proxy, handshake)")
-    parser.add_argument("--connections", type=int, default=1000, help="idle connections (idle)")
+                        help="requests per second under valgrind (proxy, h2, handshake)")
+    parser.add_argument("--connections", type=int, default=1000,
+                        help="idle connections (idle)")
     parser.add_argument("--perf", action="store_true",
                         help="sample the native process with perf instead of running valgrind")
     parser.add_argument("--target", choices=["gangway", "nginx", "haproxy"], default="gangway",
                         help="the proxy to profile with --perf")
     args = parser.parse_args(argv)
+    if args.target != "gangway" and not args.perf:
+        parser.error("--target needs --perf: valgrind profiles only Gangway")
+    if args.target == "gangway" and args.gangway is None:
+        parser.error("--gangway is required to profile Gangway")
     if args.perf:
         if args.kind == "idle":
             parser.error("--perf profiles request loads: proxy, h2 or handshake")

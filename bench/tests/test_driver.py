@@ -30,12 +30,20 @@ def oha_json(statuses: dict[str, int], errors: dict[str, int]) -> str:
 
 
 class ProfileTest(unittest.TestCase):
-    def test_perf_rejects_idle(self):
-        # perf samples request loads; the idle profile is a heap profile under massif.
-        argv = ["idle", "--perf", "--oha", "oha", "--gangway", "gangway"]
+    def assert_usage_error(self, argv: list[str]) -> None:
         with self.assertRaises(SystemExit) as raised, redirect_stderr(io.StringIO()):
             profile.main(argv)
         self.assertEqual(raised.exception.code, 2)
+
+    def test_perf_rejects_idle(self):
+        # perf samples request loads; the idle profile is a heap profile under massif.
+        self.assert_usage_error(["idle", "--perf", "--oha", "oha", "--gangway", "gangway"])
+
+    def test_target_needs_perf(self):
+        self.assert_usage_error(["proxy", "--target", "nginx", "--oha", "oha"])
+
+    def test_gangway_binary_needed_for_gangway(self):
+        self.assert_usage_error(["proxy", "--oha", "oha"])
 
 
 class ProcTest(unittest.TestCase):
