@@ -186,8 +186,9 @@ pub(super) fn ip_header(ip: IpAddr) -> HeaderValue {
 /// The value is marked sensitive, so HTTP/2's HPACK encoder sends it as a literal that
 /// never enters the connection's dynamic table (RFC 7541 section 6.2.3). An id differs on
 /// every request, so indexing it would only push reusable entries such as `content-type`
-/// out of the table, and every response paid for an insertion and an eviction. The flag
-/// changes nothing else: HTTP/1.1 ignores it, and the logs read the value itself.
+/// out of the table, and every response paid for an insertion and an eviction. Requests to
+/// HTTP/2 upstreams carry the id the same way. The flag changes nothing else: HTTP/1.1
+/// ignores it, and the logs read the value itself.
 pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     let incoming = headers
         .get(X_REQUEST_ID)
