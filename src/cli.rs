@@ -107,7 +107,8 @@ pub struct RunArgs {
     pub http_public_port: u16,
 
     /// Port that clients use for HTTPS, as seen in front of any port mapping; used in
-    /// redirects from HTTP to HTTPS. 0 means the port the HTTPS listener is bound to.
+    /// redirects from HTTP to HTTPS and sent in X-Forwarded-Port. 0 means the port the HTTPS
+    /// listener is bound to.
     #[arg(long, env = "GANGWAY_HTTPS_PUBLIC_PORT", default_value_t = 443)]
     pub https_public_port: u16,
 
