@@ -17,14 +17,15 @@ With --perf, proxy, h2 and handshake run natively instead, with the full-speed l
 1 and 2 (no rate limit; 50 HTTP/1.1 connections, or 10 TLS connections), under `perf record`
 with the cpu-clock timer and DWARF call graphs. The report lists the functions with the most
 samples, the kernel's included when perf may sample it (root, or kernel.perf_event_paranoid
-at most 1). --target picks the proxy: gangway, nginx or haproxy. valgrind cannot show what
-the processor runs: ring and OpenSSL pick their assembly by the CPU's features, and
-valgrind's virtual CPU lacks some of them (ADX, SHA), so under callgrind the TLS handshake
-runs slower code than it does in production."""
+at most 1). --target picks the proxy: gangway, nginx or haproxy. perf writes about 16 MB of
+samples per second of load. valgrind cannot show what the processor runs, because ring and
+OpenSSL pick their assembly by the CPU's features and valgrind's virtual CPU lacks some of
+them (ADX, SHA). So under callgrind the TLS handshake runs slower code than in production."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 from . import configs, idle
 from .configs import BENCH_HOST
 from .load import LoadSpec, run_load
-from .system import Processes, process_tree
+from .system import BenchError, Processes, process_tree
 from .targets import Gangway, Haproxy, Nginx, Target, Upstream
 
 
@@ -63,6 +64,8 @@ def main(argv: list[str]) -> int:
     if args.perf:
         if args.kind == "idle":
             parser.error("--perf profiles request loads: proxy, h2 or handshake")
+        if shutil.which("perf") is None:
+            parser.error("perf not found: install Debian's linux-perf package")
         return perf_profile(args)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -140,12 +143,17 @@ def perf_profile(args: argparse.Namespace) -> int:
                         new_connection_per_request=args.kind == "handshake")
         # 1,000 samples per second of CPU time; DWARF unwinding, because the release build
         # keeps no frame pointers. perf stops after `--seconds`, while the load still runs.
-        perf = subprocess.Popen(
-            ["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph", "dwarf,16384",
-             "-o", str(data), "-p", pids, "--", "sleep", str(args.seconds)],
-            stdout=subprocess.DEVNULL, stderr=(work / "perf.log").open("w"))
-        result = run_load(args.oha.resolve(), spec, work / "oha.log")
-        perf.wait()
+        perf_log = work / "perf.log"
+        with perf_log.open("w") as log:
+            perf = subprocess.Popen(
+                ["perf", "record", "-e", "cpu-clock", "-F", "1000", "--call-graph",
+                 "dwarf,16384", "-o", str(data), "-p", pids, "--", "sleep", str(args.seconds)],
+                stdout=subprocess.DEVNULL, stderr=log)
+            result = run_load(args.oha.resolve(), spec, work / "oha.log")
+            perf.wait()
+        if perf.returncode != 0:
+            raise BenchError(f"perf record failed with exit code {perf.returncode}; "
+                             f"its messages are in {perf_log}")
         print(f"{args.target}: {result.requests_per_second:,.0f} requests/s, "
               f"{result.failed} failed", file=sys.stderr)
     finally:

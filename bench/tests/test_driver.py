@@ -14,6 +14,7 @@ import time
 import unittest
 from contextlib import redirect_stderr
 from pathlib import Path
+from unittest import mock
 
 from benchdriver import cases, configs, load, profile, report, system
 from benchdriver.__main__ import RESULTS_BEGIN, RESULTS_END, update_docs
@@ -38,6 +39,11 @@ class ProfileTest(unittest.TestCase):
     def test_perf_rejects_idle(self):
         # perf samples request loads; the idle profile is a heap profile under massif.
         self.assert_usage_error(["idle", "--perf", "--oha", "oha", "--gangway", "gangway"])
+
+    def test_perf_needs_perf_binary(self):
+        argv = ["proxy", "--perf", "--oha", "oha", "--gangway", "gangway"]
+        with mock.patch("shutil.which", return_value=None):
+            self.assert_usage_error(argv)
 
     def test_target_needs_perf(self):
         self.assert_usage_error(["proxy", "--target", "nginx", "--oha", "oha"])
