@@ -14,6 +14,8 @@ const FRAME_SETTINGS: u8 = 0x4;
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
 
 /// How one header field of a block is represented (RFC 7541 section 6).
 #[derive(Debug, PartialEq, Eq)]
@@ -86,6 +88,7 @@ fn representations(block: &[u8]) -> Vec<Representation> {
     fields
 }
 
+/// Encodes one frame: its 9-byte header (RFC 9113 section 4.1), then `payload`.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
     let mut bytes = vec![length[1], length[2], length[3], kind, flags];
@@ -137,7 +140,10 @@ async fn response_blocks(stream: &mut TcpStream, host: &str, count: u32) -> Vec<
                     .unwrap();
             }
             if kind == FRAME_HEADERS && frame_stream == stream_id {
-                // The proxy sends neither padding nor priority, and its blocks fit one frame.
+                // The payload is the whole header block only without padding or priority
+                // fields, and without CONTINUATION frames after it.
+                assert_eq!(flags & FLAG_PADDED, 0, "padded HEADERS frame");
+                assert_eq!(flags & FLAG_PRIORITY, 0, "HEADERS frame with priority");
                 assert_eq!(
                     flags & FLAG_END_HEADERS,
                     FLAG_END_HEADERS,

@@ -183,12 +183,10 @@ pub(super) fn ip_header(ip: IpAddr) -> HeaderValue {
 /// Returns the request id: the client's `X-Request-Id` when it is well formed (1 to 200
 /// characters of letters, digits and `-_.:`), otherwise a new UUID v4.
 ///
-/// The value is marked sensitive, so HTTP/2's HPACK encoder sends it as a literal that
-/// never enters the connection's dynamic table (RFC 7541 section 6.2.3). An id differs on
-/// every request, so indexing it would only push reusable entries such as `content-type`
-/// out of the table, and every response paid for an insertion and an eviction. Requests to
-/// HTTP/2 upstreams carry the id the same way. The flag changes nothing else: HTTP/1.1
-/// ignores it, and the logs read the value itself.
+/// The value is marked sensitive, so HPACK sends it, downstream and to HTTP/2 upstreams, as
+/// a never-indexed literal (RFC 7541 section 6.2.3). A new id on every request would
+/// otherwise evict reusable entries such as `content-type` from the connection's dynamic
+/// table. HTTP/1.1 and the logs ignore the flag.
 pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     let incoming = headers
         .get(X_REQUEST_ID)
