@@ -1,13 +1,19 @@
 """CPU per request of several Gangway builds and nginx, interleaved in one run, for before
 and after figures of a change.
 
-Usage: python3 -m benchdriver.compare --oha PATH [--rounds N] [--seconds S] GANGWAY...
+Usage: python3 -m benchdriver.compare --oha PATH [--rounds N] [--seconds S] [--floor PATH]
+       [GANGWAY...]
 
 Each round runs case 1's HTTP/1.1 load (50 connections, as fast as they go) against nginx,
 then against every given binary. The proxy runs on CPU 0, as in the full benchmark. The
 output is the proxy's user-space and kernel CPU milliseconds per 10,000 requests.
 Interleaving the binaries within each round spreads the machine's noise over all of them
-alike."""
+alike.
+
+--floor adds bench/floor's proxy (build it with `cargo build --release --manifest-path
+bench/floor/Cargo.toml`; the binary is bench/floor/target/release/floor-proxy) twice to each
+round: with hyper's client connections and with the inline client. It shows what Gangway's
+design costs without Gangway's features."""
 
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ from pathlib import Path
 
 from . import cases, configs
 from .system import Processes
-from .targets import Gangway, Nginx, Target, Upstream
+from .targets import Floor, Gangway, Nginx, Target, Upstream
+
+FLOOR_CLIENTS = ("hyper", "inline")
 
 
 def measure(context: cases.Context, target: Target) -> tuple[float, float, float]:
@@ -34,21 +42,33 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work", type=Path, default=Path("bench/.work/compare"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("gangway", type=Path, nargs="+", help="gangway binaries to compare")
+    parser.add_argument("--floor", type=Path,
+                        help="bench/floor's floor-proxy binary, run with each of its clients")
+    parser.add_argument("gangway", type=Path, nargs="*", help="gangway binaries to compare")
     args = parser.parse_args(argv)
+    if not args.gangway and args.floor is None:
+        parser.error("give at least one gangway binary or --floor")
+    for binary in [*args.gangway, *([args.floor] if args.floor else [])]:
+        if not binary.is_file():
+            parser.error(f"{binary} is not a file")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
     context = cases.Context(oha=args.oha.resolve(), work=work,
                             settings=cases.Settings(seconds=args.seconds))
     processes = Processes()
-    names = ["nginx", *(str(binary) for binary in args.gangway)]
+    floors = [f"floor-{client}" for client in FLOOR_CLIENTS] if args.floor else []
+    names = ["nginx", *floors, *(str(binary) for binary in args.gangway)]
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     try:
         tls = configs.make_certificate(work / "tls")
         Upstream(processes, work, "1", tls).start()
         for round_number in range(1, args.rounds + 1):
             targets: list[tuple[str, Target]] = [("nginx", Nginx(processes, work, "0", tls))]
+            if args.floor:
+                for client in FLOOR_CLIENTS:
+                    floor = Floor(args.floor.resolve(), client, processes, work, "0", tls)
+                    targets.append((floor.name, floor))
             for index, binary in enumerate(args.gangway):
                 targets.append((str(binary), Gangway(binary.resolve(), processes,
                                                      work / f"gangway-{index}", "0", tls)))

@@ -30,6 +30,8 @@ UPSTREAM = Ports(http=18080, https=18440)
 NGINX = Ports(http=18081, https=18441)
 HAPROXY = Ports(http=18082, https=18442)
 GANGWAY = Ports(http=18083, https=18443, admin=19083)
+# The floor proxy of benchdriver.compare (bench/floor), plain HTTP/1.1 only.
+FLOOR = Ports(http=18084)
 
 # Connection limit of each server: the 10,000 idle connections of the memory case, plus the
 # connections to the upstream, with room to spare. The driver raises the open file limit to

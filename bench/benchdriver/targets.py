@@ -262,6 +262,28 @@ class Gangway(Target):
         return totals
 
 
+class Floor(Target):
+    """bench/floor's proxy: Gangway's HTTP/1.1 design without its features, forwarding every
+    request to the upstream. `client` is "hyper" or "inline" (the binary's --client)."""
+
+    ports = configs.FLOOR
+
+    def __init__(self, binary: Path, client: str, *args, **kwargs):
+        self.name = f"floor-{client}"
+        super().__init__(*args, **kwargs)
+        self.binary = binary
+        self.client = client
+
+    def _launch(self, hosts: list[str], scale_ingresses: int) -> None:
+        argv = [
+            str(self.binary),
+            "--listen", f"127.0.0.1:{self.ports.http}",
+            "--upstream", f"127.0.0.1:{configs.UPSTREAM.http}",
+            "--client", self.client,
+        ]
+        self.process = self.processes.start(argv, self.work / "stdout.log", self.cpus)
+
+
 def gangway_supports_run(binary: Path) -> bool:
     """True when `binary run --help` succeeds, that is, when this build has the command."""
     try:

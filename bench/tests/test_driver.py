@@ -16,7 +16,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from unittest import mock
 
-from benchdriver import cases, configs, load, profile, report, system
+from benchdriver import cases, compare, configs, load, profile, report, system, targets
 from benchdriver.__main__ import RESULTS_BEGIN, RESULTS_END, update_docs
 
 
@@ -50,6 +50,38 @@ class ProfileTest(unittest.TestCase):
 
     def test_gangway_binary_needed_for_gangway(self):
         self.assert_usage_error(["proxy", "--oha", "oha"])
+
+
+class CompareTest(unittest.TestCase):
+    def assert_usage_error(self, argv: list[str]) -> None:
+        with self.assertRaises(SystemExit) as raised, redirect_stderr(io.StringIO()):
+            compare.main(argv)
+        self.assertEqual(raised.exception.code, 2)
+
+    def test_needs_something_to_compare(self):
+        self.assert_usage_error(["--oha", "oha"])
+
+    def test_rejects_a_missing_floor_binary(self):
+        with tempfile.TemporaryDirectory() as directory:
+            self.assert_usage_error(["--oha", "oha", "--floor", f"{directory}/floor-proxy"])
+
+    def test_floor_serves_loopback_with_the_given_client(self):
+        started = []
+
+        class Recorder:
+            def start(self, argv, log, cpus, env=None):
+                started.append((argv, cpus))
+
+        with tempfile.TemporaryDirectory() as directory:
+            floor = targets.Floor(Path("floor-proxy"), "inline", Recorder(), Path(directory),
+                                  "0", (Path("tls.crt"), Path("tls.key")))
+            floor._launch(["bench.example"], 0)
+        [(argv, cpus)] = started
+        self.assertEqual(floor.name, "floor-inline")
+        self.assertEqual(cpus, "0")
+        self.assertEqual(argv[argv.index("--client") + 1], "inline")
+        self.assertTrue(argv[argv.index("--listen") + 1].startswith("127.0.0.1:"))
+        self.assertEqual(argv[argv.index("--upstream") + 1], f"127.0.0.1:{configs.UPSTREAM.http}")
 
 
 class ProcTest(unittest.TestCase):
