@@ -10,8 +10,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::inline::InlineBody;
 use super::pool::PooledSender;
 use super::worker::InFlight;
+
+/// The error of a response body: hyper's, or the inline exchange's.
+pub(super) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The downstream request body on its way upstream. It records when a frame last moved, so
 /// the wait for the response head can restart while a slow upload still flows.
@@ -85,6 +89,9 @@ enum ResponseKind {
         /// has ended. `None` for HTTP/2 and for connections that cannot be reused.
         pooled: Option<PooledSender>,
     },
+    /// The upstream response body of an inline exchange, which returns its socket to the
+    /// pool itself.
+    Inline(InlineBody),
 }
 
 impl ResponseBody {
@@ -105,6 +112,14 @@ impl ResponseBody {
         }
     }
 
+    /// Streams the body of an inline exchange.
+    pub(super) fn inline(body: InlineBody) -> Self {
+        Self {
+            kind: ResponseKind::Inline(body),
+            _in_flight: None,
+        }
+    }
+
     /// Ties the downstream connection's busy state to this body.
     pub(super) fn set_in_flight(&mut self, in_flight: InFlight) {
         self._in_flight = Some(in_flight);
@@ -113,12 +128,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream { body, pooled } => {
@@ -128,8 +143,9 @@ impl Body for ResponseBody {
                 {
                     sender.release();
                 }
-                polled
+                polled.map_err(Into::into)
             }
+            ResponseKind::Inline(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -137,6 +153,7 @@ impl Body for ResponseBody {
         match &self.kind {
             ResponseKind::Full(bytes) => bytes.is_none(),
             ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+            ResponseKind::Inline(body) => body.is_end_stream(),
         }
     }
 
@@ -145,6 +162,7 @@ impl Body for ResponseBody {
             ResponseKind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseKind::Full(None) => SizeHint::with_exact(0),
             ResponseKind::Upstream { body, .. } => body.size_hint(),
+            ResponseKind::Inline(body) => body.size_hint(),
         }
     }
 }

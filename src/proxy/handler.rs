@@ -22,6 +22,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::counters::UpstreamCounters;
 use super::failure::{Failure, FailureKind, failure_response};
 use super::headers::{self, ForwardedFor, X_GANGWAY_ERROR, X_REQUEST_ID};
+use super::inline::{self, ExchangeFailure, SocketHome};
 use super::log::RequestLog;
 use super::pool::{PoolKey, UpstreamSender};
 use super::worker::{Connection, ListenerScheme, WorkerContext};
@@ -266,13 +267,17 @@ async fn forward<'a>(
         None
     };
     // Read before hop-by-hop removal drops `Transfer-Encoding`.
-    let replayable = !upgrading && is_replayable(&parts, &body);
+    let bodiless = !upgrading && has_no_body(&parts, &body);
+    let replayable = bodiless && parts.method.is_idempotent();
     prepare_upstream_headers(context, &mut parts, upgrading);
 
     let counters = context
         .worker
         .counters
         .upstream(context.generation, backend);
+    if bodiless && backend.protocol == UpstreamProtocol::Http1 {
+        return forward_inline(context, backend, parts, exchange, &counters, replayable).await;
+    }
     let progress = Rc::new(Cell::new(Instant::now()));
     let request = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
     let pool = &context.worker.pool;
@@ -387,10 +392,10 @@ async fn forward_upgrade<'a>(
     Ok(finish_upgrade(context, response, upgrade.downstream))
 }
 
-/// Returns true when a request may be sent again after a reused connection failed. Its
-/// method must be idempotent (RFC 9110 section 9.2.2), so that two deliveries have the effect
-/// of one, and it must have no body, because the downstream body cannot be read twice.
-fn is_replayable(parts: &Parts, body: &Incoming) -> bool {
+/// Returns true when a request has no body. Only such a request may be sent again after a
+/// reused connection failed, because a downstream body cannot be read twice. Its method must
+/// also be idempotent (RFC 9110 section 9.2.2), so that two deliveries have the effect of one.
+fn has_no_body(parts: &Parts, body: &Incoming) -> bool {
     let headers = &parts.headers;
     let no_body_framing = !headers.contains_key(header::TRANSFER_ENCODING)
         && headers
@@ -399,7 +404,78 @@ fn is_replayable(parts: &Parts, body: &Incoming) -> bool {
             .all(|value| value == "0");
     // Over HTTP/2 a request without `Content-Length` may still carry DATA frames. hyper
     // reports the end of the stream when the HEADERS frame ended it.
-    parts.method.is_idempotent() && no_body_framing && body.is_end_stream()
+    no_body_framing && body.is_end_stream()
+}
+
+/// Forwards a request without a body to a plain HTTP/1.1 endpoint on an inline exchange
+/// (src/proxy/inline.rs). It retries as [`forward`] does. A connect failure moves to another
+/// endpoint. A replayable request goes once more, on a new connection, when a reused one
+/// closed before any byte of the response.
+async fn forward_inline<'a>(
+    context: &RequestContext<'_>,
+    backend: &'a Backend,
+    mut parts: Parts,
+    exchange: &mut Exchange<'a>,
+    counters: &UpstreamCounters,
+    replayable: bool,
+) -> Result<Response<ResponseBody>, Failure> {
+    let pool = &context.worker.pool;
+    let ((stream, reused), address) =
+        connect_with_retry(context, backend, exchange, |key| async move {
+            pool.checkout_socket(key, counters).await
+        })
+        .await?;
+    exchange.upstream = Some(address);
+    let key = PoolKey {
+        address,
+        protocol: backend.protocol,
+    };
+
+    set_host(&mut parts.headers, context.host);
+    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let head = inline::encode_head(&parts.method, target, &parts.headers);
+    let head_request = parts.method == Method::HEAD;
+    let progress = Cell::new(Instant::now());
+    let first = await_head(
+        context,
+        &progress,
+        inline::exchange(stream, &head, head_request),
+    )
+    .await?;
+    let exchanged = match first {
+        Ok(exchanged) => exchanged,
+        Err(failed) if reused && replayable && failed.received_nothing => {
+            let failure = failed.into_failure();
+            tracing::debug!(
+                kind = failure.kind.code(),
+                upstream = %address,
+                error = %failure,
+                "reused upstream connection closed before the response head, sending again"
+            );
+            // A new connection, because other pooled ones are as old as the one that failed.
+            let stream = pool.connect_socket(key, counters).await?;
+            progress.set(Instant::now());
+            await_head(
+                context,
+                &progress,
+                inline::exchange(stream, &head, head_request),
+            )
+            .await?
+            .map_err(ExchangeFailure::into_failure)?
+        }
+        Err(failed) => return Err(failed.into_failure()),
+    };
+
+    let mut body = exchanged.body;
+    body.set_home(SocketHome {
+        pool: pool.clone(),
+        key,
+    });
+    let mut response = Response::new(ResponseBody::inline(body));
+    *response.status_mut() = exchanged.status;
+    *response.version_mut() = exchanged.version;
+    *response.headers_mut() = exchanged.headers;
+    Ok(finish_response(context, response))
 }
 
 /// Copies the head of a bodiless request, to send it again if its first attempt fails.
@@ -566,16 +642,19 @@ fn origin_form(mut request: Request<RequestBody>, host: Option<&str>) -> Request
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     *request.uri_mut() = Uri::from(path);
     *request.version_mut() = Version::HTTP_11;
-    if let Some(host) = host {
-        let headers = request.headers_mut();
-        let same = headers
-            .get(header::HOST)
-            .is_some_and(|value| value.as_bytes() == host.as_bytes());
-        if !same && let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert(header::HOST, value);
-        }
-    }
+    set_host(request.headers_mut(), host);
     request
+}
+
+/// Sets `Host` to the host the client named, unless it is already that.
+fn set_host(headers: &mut http::HeaderMap, host: Option<&str>) {
+    let Some(host) = host else { return };
+    let same = headers
+        .get(header::HOST)
+        .is_some_and(|value| value.as_bytes() == host.as_bytes());
+    if !same && let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, value);
+    }
 }
 
 /// Rewrites a request for an HTTP/2 upstream: the host moves into `:authority`, because

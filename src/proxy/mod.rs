@@ -12,6 +12,7 @@ mod counters;
 mod failure;
 mod handler;
 mod headers;
+mod inline;
 mod listener;
 mod log;
 mod park;

@@ -399,6 +399,47 @@ impl UpstreamPool {
         Ok(self.lend(key, sender, Some(park)))
     }
 
+    /// Takes a parked socket to `key` for an inline exchange, or opens a new one. Returns
+    /// the socket and whether it was reused. Counts the outcome in `counters`.
+    pub(super) async fn checkout_socket(
+        &self,
+        key: PoolKey,
+        counters: &UpstreamCounters,
+    ) -> Result<(TcpStream, bool), Failure> {
+        loop {
+            let parked = {
+                let mut endpoints = self.endpoints.borrow_mut();
+                endpoints
+                    .get_mut(&key)
+                    .and_then(|entry| entry.parked.pop_back())
+            };
+            let Some(parked) = parked else { break };
+            if parked.is_reusable() {
+                counters.reused.inc();
+                return Ok((parked.stream, true));
+            }
+        }
+        Ok((self.connect_socket(key, counters).await?, false))
+    }
+
+    /// Opens a new socket to `key` for an inline exchange. Counts it in `counters`.
+    pub(super) async fn connect_socket(
+        &self,
+        key: PoolKey,
+        counters: &UpstreamCounters,
+    ) -> Result<TcpStream, Failure> {
+        let tcp = tokio::time::timeout(self.connect_timeout, connect_tcp(key.address))
+            .await
+            .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
+        counters.opened.inc();
+        Ok(tcp)
+    }
+
+    /// Takes back the socket of an inline exchange that ended cleanly.
+    pub(super) fn return_socket(&self, key: PoolKey, stream: TcpStream) {
+        self.park(key, stream, Instant::now());
+    }
+
     /// Keeps the socket of a connection whose sender the pool dropped to park it.
     fn park(&self, key: PoolKey, stream: TcpStream, since: Instant) {
         let mut endpoints = self.endpoints.borrow_mut();

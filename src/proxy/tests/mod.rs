@@ -5,6 +5,7 @@ mod admin;
 mod certificates;
 mod harness;
 mod headers;
+mod inline;
 mod lifecycle;
 mod parking;
 mod protocols;
