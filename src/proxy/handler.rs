@@ -473,6 +473,9 @@ async fn forward_inline<'a>(
     });
     let mut response = Response::new(ResponseBody::inline(body));
     *response.status_mut() = exchanged.status;
+    if let Some(reason) = exchanged.reason {
+        response.extensions_mut().insert(reason);
+    }
     *response.version_mut() = exchanged.version;
     *response.headers_mut() = exchanged.headers;
     Ok(finish_response(context, response))

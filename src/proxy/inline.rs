@@ -9,8 +9,9 @@
 //!
 //! The handler takes this path for requests without a body to plain HTTP/1.1 endpoints.
 //! Requests with a body, upgrades, TLS and HTTP/2 endpoints keep hyper's client, which
-//! streams request bodies while it reads the response. An idle connection is a parked
-//! socket in the pool (src/proxy/pool.rs), so both paths share the same connections.
+//! streams request bodies while it reads the response. An idle connection of this path is a
+//! parked socket in the pool (src/proxy/pool.rs), which either path can take. A warm hyper
+//! connection serves only hyper's path until the pool's sweep parks it.
 //!
 //! Response framing follows RFC 9112 section 6.3. The http crate validates every header
 //! name and value.
@@ -21,10 +22,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use hyper::ext::ReasonPhrase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
@@ -33,14 +35,14 @@ use super::failure::{Failure, FailureKind};
 use super::headers;
 use super::pool::{PoolKey, UpstreamPool};
 
-/// Maximum size of a response head, and of the trailer section of a chunked body. hyper's
-/// client allows about 400 KiB; nginx's default `proxy_buffer_size` allows 4 or 8 KiB.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Maximum size of a response head, and of the trailer section of a chunked body: hyper's
+/// default read buffer limit, so that a response that hyper's path accepts is accepted here.
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// Maximum number of fields in a response head or trailer section, hyper's default.
 const MAX_HEADERS: usize = 100;
 /// Maximum length of a chunk-size line with its extensions.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Size of the first read of a response.
+/// Size of each read of a response head.
 const HEAD_READ: usize = 8 * 1024;
 /// Largest read of a response body, so a large body streams in frames of at most this size.
 const MAX_BODY_READ: usize = 64 * 1024;
@@ -135,6 +137,9 @@ fn push_field(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
 /// The head of an upstream response, and the reader of its body.
 pub(super) struct Exchanged {
     pub(super) status: StatusCode,
+    /// The reason phrase when it is not the status code's canonical one, which hyper's
+    /// server sends on instead of the canonical one.
+    pub(super) reason: Option<ReasonPhrase>,
     pub(super) version: Version,
     pub(super) headers: HeaderMap,
     pub(super) body: InlineBody,
@@ -168,6 +173,7 @@ pub(super) async fn exchange(
                 let body = InlineBody::new(stream, buffer, head.framing, head.reusable);
                 return Ok(Exchanged {
                     status: head.status,
+                    reason: head.reason,
                     version: head.version,
                     headers: head.headers,
                     body,
@@ -186,7 +192,7 @@ pub(super) async fn exchange(
         buffer.reserve(HEAD_READ);
         // `AsyncRead` rather than `try_read_buf`: tokio takes a short read as a drained
         // socket, so the pool's check of an idle socket costs no system call.
-        match stream.read_buf(&mut buffer).await {
+        match stream.read_buf(&mut (&mut buffer).limit(HEAD_READ)).await {
             Ok(0) => {
                 return Err(ExchangeFailure {
                     error: InlineError::Closed,
@@ -215,6 +221,7 @@ enum Parsed {
 
 struct Head {
     status: StatusCode,
+    reason: Option<ReasonPhrase>,
     version: Version,
     headers: HeaderMap,
     framing: Framing,
@@ -232,6 +239,10 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, Inlin
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(error) => return Err(InlineError::InvalidHead(error.to_string())),
     };
+    // A read may complete a head longer than the limit checked while it was partial.
+    if length > MAX_HEAD_BYTES {
+        return Err(InlineError::HeadTooLarge);
+    }
     let code = response.code.unwrap_or_default();
     let status = StatusCode::from_u16(code)
         .map_err(|_| InlineError::InvalidHead(format!("status code {code}")))?;
@@ -249,6 +260,10 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, Inlin
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    let reason = response
+        .reason
+        .filter(|reason| Some(*reason) != status.canonical_reason())
+        .and_then(|reason| ReasonPhrase::try_from(reason.as_bytes()).ok());
     // Offsets of each field, so that the values can be cut from the head once it is frozen.
     let start = buffer.as_ptr() as usize;
     let mut offsets = Vec::with_capacity(response.headers.len());
@@ -266,18 +281,15 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, Inlin
         headers.append(name, value);
     }
 
-    let (framing, conflicting) = framing(status, &headers, head_request)?;
-    let keep_alive = if version == Version::HTTP_10 {
-        headers::connection_lists(&headers, "keep-alive")
-    } else {
-        !headers::connection_lists(&headers, "close")
-    };
-    // RFC 9112 section 6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing,
-    // so its connection closes after it.
-    let faulty = version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING);
-    let reusable = keep_alive && !conflicting && !faulty && !matches!(framing, Framing::UntilClose);
+    let (framing, conflicting) = framing(status, version, &mut headers, head_request)?;
+    // RFC 9112 section 9.3: `close` ends the connection in either version, and HTTP/1.0
+    // keeps it only when asked to.
+    let keep_alive = !headers::connection_lists(&headers, "close")
+        && (version == Version::HTTP_11 || headers::connection_lists(&headers, "keep-alive"));
+    let reusable = keep_alive && !conflicting && !matches!(framing, Framing::UntilClose);
     Ok(Parsed::Final(Head {
         status,
+        reason,
         version,
         headers,
         framing,
@@ -287,11 +299,12 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, Inlin
 
 /// Returns how the body of a response is delimited (RFC 9112 section 6.3), and whether the
 /// head carried both `Transfer-Encoding` and `Content-Length`. The transfer coding wins
-/// then, and the connection is not reused, because such a message may be an attempt at
-/// response splitting.
+/// then: `Content-Length` is removed, as a proxy must, and the connection is not reused,
+/// because such a message may be an attempt at response splitting.
 fn framing(
     status: StatusCode,
-    headers: &HeaderMap,
+    version: Version,
+    headers: &mut HeaderMap,
     head_request: bool,
 ) -> Result<(Framing, bool), InlineError> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -299,6 +312,14 @@ fn framing(
     }
     let has_length = headers.contains_key(header::CONTENT_LENGTH);
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 section 6.1 calls such an HTTP/1.0 message faulty; hyper's client rejects
+        // it too, so both paths return 502.
+        if version == Version::HTTP_10 {
+            return Err(InlineError::InvalidHead(
+                "Transfer-Encoding in an HTTP/1.0 response".to_owned(),
+            ));
+        }
+        headers.remove(header::CONTENT_LENGTH);
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -404,8 +425,8 @@ impl InlineBody {
         body
     }
 
-    /// Sets where the socket goes when the body ends. Until then the socket is closed at the
-    /// end, as it is when the body ended before this call.
+    /// Sets where the socket goes when the body ends cleanly. A body that has already ended
+    /// gives the socket back at once.
     pub(super) fn set_home(&mut self, home: SocketHome) {
         if self.framing == Framing::Done {
             self.give_back(home);
@@ -432,18 +453,24 @@ impl InlineBody {
         }
     }
 
-    /// Reads more bytes into the buffer. Returns the number read, 0 at the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, wanted: u64) -> Poll<Result<usize, InlineError>> {
+    /// Reads more bytes into the buffer, at most `expected` clamped to 8 to 64 KiB. Returns
+    /// the number read, 0 at the end of the stream.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        expected: u64,
+    ) -> Poll<Result<usize, InlineError>> {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        let room = usize::try_from(wanted)
+        let room = usize::try_from(expected)
             .unwrap_or(MAX_BODY_READ)
             .clamp(HEAD_READ, MAX_BODY_READ);
         if self.buffer.capacity() - self.buffer.len() < room / 2 {
             self.buffer.reserve(room);
         }
-        poll_read_buf(Pin::new(stream), cx, &mut self.buffer).map_err(InlineError::Read)
+        let mut limited = (&mut self.buffer).limit(room);
+        poll_read_buf(Pin::new(stream), cx, &mut limited).map_err(InlineError::Read)
     }
 
     /// Takes up to `remaining` bytes of the buffer as a data frame.
@@ -496,11 +523,11 @@ impl InlineBody {
                     }
                     // `step_chunked` needs more bytes when it returns no frame and no new step.
                     if self.framing == Framing::Chunked(step) {
-                        let wanted = match step {
+                        let expected = match step {
                             Chunk::Data(remaining) => remaining,
                             _ => HEAD_READ as u64,
                         };
-                        if ready!(self.poll_fill(cx, wanted))? == 0 {
+                        if ready!(self.poll_fill(cx, expected))? == 0 {
                             return Poll::Ready(Some(Err(InlineError::Truncated)));
                         }
                     }
@@ -513,19 +540,31 @@ impl InlineBody {
     /// ready; otherwise either the step changed or more bytes are needed.
     fn step_chunked(&mut self, step: Chunk) -> Result<Option<Frame<Bytes>>, InlineError> {
         match step {
-            Chunk::Size => match httparse::parse_chunk_size(&self.buffer) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    self.buffer.advance(used);
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers
+            Chunk::Size => {
+                let window = &self.buffer[..self.buffer.len().min(MAX_CHUNK_LINE)];
+                let Some(end) = window.iter().position(|byte| *byte == b'\n') else {
+                    return if self.buffer.len() < MAX_CHUNK_LINE {
+                        Ok(None)
                     } else {
-                        Chunk::Data(size)
-                    });
-                    Ok(None)
+                        Err(InlineError::InvalidChunk)
+                    };
+                };
+                if !is_chunk_size_line(&window[..end]) {
+                    return Err(InlineError::InvalidChunk);
                 }
-                Ok(httparse::Status::Partial) if self.buffer.len() < MAX_CHUNK_LINE => Ok(None),
-                _ => Err(InlineError::InvalidChunk),
-            },
+                match httparse::parse_chunk_size(&self.buffer) {
+                    Ok(httparse::Status::Complete((used, size))) if used == end + 1 => {
+                        self.buffer.advance(used);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        Ok(None)
+                    }
+                    _ => Err(InlineError::InvalidChunk),
+                }
+            }
             Chunk::Data(remaining) => {
                 if self.buffer.is_empty() {
                     return Ok(None);
@@ -579,6 +618,20 @@ impl InlineBody {
     }
 }
 
+/// Returns true when `line`, a chunk-size line up to its LF, starts with a hex digit, ends
+/// with CR, and has no control character other than HTAB. httparse alone accepts an empty
+/// size and a bare LF inside an extension, which hyper's decoder rejects: a server that
+/// reads them differently from the proxy could be made to see a different body.
+fn is_chunk_size_line(line: &[u8]) -> bool {
+    let Some((b'\r', line)) = line.split_last() else {
+        return false;
+    };
+    line.first().is_some_and(u8::is_ascii_hexdigit)
+        && line
+            .iter()
+            .all(|byte| *byte == b'\t' || !byte.is_ascii_control())
+}
+
 impl Body for InlineBody {
     type Data = Bytes;
     type Error = InlineError;
@@ -615,8 +668,11 @@ mod tests {
     use std::time::Duration;
 
     use http_body_util::BodyExt;
+    use prometheus_client::metrics::gauge::Gauge;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    use crate::snapshot::UpstreamProtocol;
 
     use super::*;
 
@@ -832,18 +888,41 @@ mod tests {
         .await;
         let exchanged = outcome.unwrap();
         assert!(!exchanged.body.reusable);
+        assert!(!exchanged.headers.contains_key("content-length"));
         assert_eq!(read_body(exchanged.body).await.unwrap().0, b"ok");
+    }
+
+    #[tokio::test]
+    async fn http10_transfer_encoding_rejected() {
+        let (outcome, _) = exchange_with(
+            &[b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert!(matches!(
+            failure_of(outcome).error,
+            InlineError::InvalidHead(_)
+        ));
     }
 
     #[tokio::test]
     async fn connection_close_prevents_reuse() {
         let cases: [(&[u8], bool); 5] = [
-            (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
-            (b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0\r\n\r\n", false),
-            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
-            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", true),
             (
-                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
                 false,
             ),
         ];
@@ -875,6 +954,105 @@ mod tests {
         .await;
         let error = read_body(outcome.unwrap().body).await.unwrap_err();
         assert!(matches!(error, InlineError::InvalidChunk), "{error}");
+    }
+
+    #[tokio::test]
+    async fn chunk_size_lines_checked_strictly() {
+        let bodies: [&[u8]; 4] = [
+            // An empty size line, which httparse alone reads as the last chunk.
+            b"3\r\nabc\r\n\r\n\r\n",
+            // A bare LF inside an extension.
+            b"3;name\nvalue\r\nabc\r\n0\r\n\r\n",
+            // A size line ended by LF alone.
+            b"3\nabc\r\n0\r\n\r\n",
+            // A size of more than 64 bits.
+            b"10000000000000000\r\nabc\r\n0\r\n\r\n",
+        ];
+        for body in bodies {
+            let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            response.extend_from_slice(body);
+            let (outcome, _) = exchange_with(&[&response], false).await;
+            let error = read_body(outcome.unwrap().body).await.unwrap_err();
+            let text = String::from_utf8_lossy(body);
+            assert!(
+                matches!(error, InlineError::InvalidChunk),
+                "{text:?}: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn custom_reason_phrase_kept() {
+        let (outcome, _) = exchange_with(
+            &[b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n"],
+            false,
+        )
+        .await;
+        let reason = outcome.unwrap().reason.unwrap();
+        assert_eq!(reason.as_bytes(), b"Fine Thanks");
+        let (outcome, _) =
+            exchange_with(&[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        assert!(outcome.unwrap().reason.is_none());
+    }
+
+    /// Builds a pool and returns it with the gauge that counts its parked sockets.
+    fn pool() -> (Rc<UpstreamPool>, Gauge) {
+        let gauge = Gauge::default();
+        let tls = super::super::tls::UpstreamTls::new().unwrap();
+        let pool = UpstreamPool::new(WAIT, tls, WAIT, gauge.clone());
+        (Rc::new(pool), gauge)
+    }
+
+    async fn exchange_into_pool(
+        pieces: &[&[u8]],
+        head_request: bool,
+    ) -> (InlineBody, Rc<UpstreamPool>, Gauge) {
+        let (outcome, _) = exchange_with(pieces, head_request).await;
+        let mut body = outcome.unwrap().body;
+        let (pool, gauge) = pool();
+        let key = PoolKey {
+            address: "127.0.0.1:9".parse().unwrap(),
+            protocol: UpstreamProtocol::Http1,
+        };
+        body.set_home(SocketHome {
+            pool: pool.clone(),
+            key,
+        });
+        (body, pool, gauge)
+    }
+
+    #[tokio::test]
+    async fn clean_end_returns_socket() {
+        let (body, _pool, gauge) =
+            exchange_into_pool(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], false).await;
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(read_body(body).await.unwrap().0, b"ok");
+        assert_eq!(gauge.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn ended_body_returns_socket_at_once() {
+        let (_body, _pool, gauge) =
+            exchange_into_pool(&[b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"], true).await;
+        assert_eq!(gauge.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn extra_bytes_prevent_reuse() {
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
+        let (body, _pool, gauge) = exchange_into_pool(&[response], false).await;
+        assert_eq!(read_body(body).await.unwrap().0, b"ok");
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_body_not_returned() {
+        let (mut body, _pool, gauge) =
+            exchange_into_pool(&[b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok"], false).await;
+        let first = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "ok");
+        drop(body);
+        assert_eq!(gauge.get(), 0);
     }
 
     #[tokio::test]

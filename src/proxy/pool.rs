@@ -440,7 +440,8 @@ impl UpstreamPool {
         self.park(key, stream, Instant::now());
     }
 
-    /// Keeps the socket of a connection whose sender the pool dropped to park it.
+    /// Keeps an idle socket: one whose hyper connection the pool ended to park it, or one
+    /// whose inline exchange ended cleanly.
     fn park(&self, key: PoolKey, stream: TcpStream, since: Instant) {
         let mut endpoints = self.endpoints.borrow_mut();
         let entry = endpoints.entry(key).or_default();

@@ -139,6 +139,32 @@ async fn framings_end_bodies_and_keep_connection() {
 }
 
 #[tokio::test]
+async fn length_dropped_when_chunked() {
+    let upstream = ScriptedUpstream::start(vec![
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false),
+    ])
+    .await;
+    let echo = backend("scripted", UpstreamProtocol::Http1, &[upstream.address]);
+    let proxy = TestProxy::start(one_route(&echo));
+    let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+
+    for (path, expected) in [("/both", "ok"), ("/next", "next")] {
+        let sending = client.send_request(request(Method::GET, path));
+        let response = tokio::time::timeout(WAIT, sending).await.unwrap().unwrap();
+        let response = tokio::time::timeout(WAIT, Collected::read(response))
+            .await
+            .unwrap();
+        assert_eq!(response.body, expected, "{path}");
+    }
+    // Such a response may be an attempt at response splitting, so its connection closes.
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn bad_framing_answers_502() {
     let upstream = ScriptedUpstream::start(vec![(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
