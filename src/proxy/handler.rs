@@ -600,6 +600,10 @@ async fn send(
         }
     };
     match result {
+        // Upgrade requests take `forward_upgrade`, so no request here asked to switch.
+        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => Err(
+            Failure::with_source(FailureKind::ProtocolError, UNREQUESTED_UPGRADE),
+        ),
         Ok(response) => {
             let (head, body) = response.into_parts();
             let body = ResponseBody::upstream(body, pooled);
@@ -611,6 +615,10 @@ async fn send(
         },
     }
 }
+
+/// The error of a 101 response to a request that did not ask to upgrade.
+const UNREQUESTED_UPGRADE: &str =
+    "101 Switching Protocols to a request that did not ask to upgrade";
 
 /// Waits for `future`, the response head, for `upstream_response_timeout` after the request
 /// body last moved. The wait restarts while a slow upload still flows, because most servers

@@ -36,12 +36,14 @@ use super::headers;
 use super::pool::{PoolKey, UpstreamPool};
 
 /// Maximum size of a response head, and of the trailer section of a chunked body: hyper's
-/// default read buffer limit, so that a response that hyper's path accepts is accepted here.
+/// default read buffer limit. hyper checks it only between reads, so it may accept a head a
+/// few KiB longer.
 const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// Maximum number of fields in a response head or trailer section, hyper's default.
 const MAX_HEADERS: usize = 100;
-/// Maximum length of a chunk-size line with its extensions.
-const MAX_CHUNK_LINE: usize = 4096;
+/// Maximum length of a chunk-size line with its extensions: hyper's 16 KiB of extensions,
+/// and room for the size and the line end.
+const MAX_CHUNK_LINE: usize = 16 * 1024 + 32;
 /// Size of each read of a response head.
 const HEAD_READ: usize = 8 * 1024;
 /// Largest read of a response body, so a large body streams in frames of at most this size.
@@ -408,6 +410,8 @@ pub(super) struct InlineBody {
     framing: Framing,
     reusable: bool,
     home: Option<SocketHome>,
+    /// An error held back for one poll (see `poll_frame`).
+    failed: Option<InlineError>,
 }
 
 impl InlineBody {
@@ -418,6 +422,7 @@ impl InlineBody {
             framing,
             reusable,
             home: None,
+            failed: None,
         };
         if body.framing == Framing::Length(0) {
             body.framing = Framing::Done;
@@ -641,17 +646,36 @@ impl Body for InlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, InlineError>>> {
         let body = self.get_mut();
-        let polled = body.poll_next(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            // The connection is in an unknown state: close it.
-            body.stream = None;
-            body.framing = Framing::Done;
+        if let Some(error) = body.failed.take() {
+            return Poll::Ready(Some(Err(error)));
         }
-        polled
+        match body.poll_next(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                match &body.home {
+                    Some(home) => tracing::warn!(
+                        upstream = %home.key.address,
+                        error = %error,
+                        "upstream response body failed"
+                    ),
+                    None => tracing::warn!(error = %error, "upstream response body failed"),
+                }
+                // The connection is in an unknown state: close it.
+                body.stream = None;
+                body.home = None;
+                body.framing = Framing::Done;
+                // hyper's server drops the downstream connection as soon as a body fails,
+                // with what it has buffered. One poll later, the head and the data read before
+                // the failure are flushed first, as on hyper's client path.
+                body.failed = Some(error);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
+        self.framing == Framing::Done && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -979,6 +1003,15 @@ mod tests {
                 "{text:?}: {error}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn long_chunk_extension_accepted() {
+        let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=".to_vec();
+        response.extend_from_slice(&[b'e'; 5000]);
+        response.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        let (outcome, _) = exchange_with(&[&response], false).await;
+        assert_eq!(read_body(outcome.unwrap().body).await.unwrap().0, b"hello");
     }
 
     #[tokio::test]

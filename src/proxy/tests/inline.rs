@@ -165,6 +165,33 @@ async fn length_dropped_when_chunked() {
 }
 
 #[tokio::test]
+async fn unrequested_upgrade_answers_502_on_both_paths() {
+    let switching =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n";
+    let upstream = ScriptedUpstream::start(vec![(switching, true), (switching, true)]).await;
+    let echo = backend("scripted", UpstreamProtocol::Http1, &[upstream.address]);
+    let proxy = TestProxy::start(one_route(&echo));
+
+    // GET takes the inline exchange, POST with a body hyper's client.
+    for (method, body) in [(Method::GET, ""), (Method::POST, "x")] {
+        let mut client = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+        let mut sent = request(method.clone(), "/");
+        *sent.body_mut() = Full::new(Bytes::from(body));
+        let response = tokio::time::timeout(WAIT, client.send_request(sent))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = Collected::read(response).await;
+        assert_eq!(response.status, StatusCode::BAD_GATEWAY, "{method}");
+        assert_eq!(
+            response.header("x-gangway-error"),
+            Some("protocol-error"),
+            "{method}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_framing_answers_502() {
     let upstream = ScriptedUpstream::start(vec![(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
