@@ -317,9 +317,7 @@ impl UpstreamPool {
                 }
             }
         };
-        let sender = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
+        let sender = self.within_connect_timeout(connect).await?;
         counters.opened.inc();
         Ok(sender)
     }
@@ -349,6 +347,14 @@ impl UpstreamPool {
                 }
             }
         });
+        self.within_connect_timeout(connect).await
+    }
+
+    /// Runs `connect` for at most the connect timeout.
+    async fn within_connect_timeout<T>(
+        &self,
+        connect: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
         tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Failure::new(FailureKind::ConnectTimeout))?
@@ -406,18 +412,9 @@ impl UpstreamPool {
         key: PoolKey,
         counters: &UpstreamCounters,
     ) -> Result<(TcpStream, bool), Failure> {
-        loop {
-            let parked = {
-                let mut endpoints = self.endpoints.borrow_mut();
-                endpoints
-                    .get_mut(&key)
-                    .and_then(|entry| entry.parked.pop_back())
-            };
-            let Some(parked) = parked else { break };
-            if parked.is_reusable() {
-                counters.reused.inc();
-                return Ok((parked.stream, true));
-            }
+        if let Some(stream) = self.take_parked(key) {
+            counters.reused.inc();
+            return Ok((stream, true));
         }
         Ok((self.connect_socket(key, counters).await?, false))
     }
@@ -428,9 +425,9 @@ impl UpstreamPool {
         key: PoolKey,
         counters: &UpstreamCounters,
     ) -> Result<TcpStream, Failure> {
-        let tcp = tokio::time::timeout(self.connect_timeout, connect_tcp(key.address))
-            .await
-            .map_err(|_| Failure::new(FailureKind::ConnectTimeout))??;
+        let tcp = self
+            .within_connect_timeout(connect_tcp(key.address))
+            .await?;
         counters.opened.inc();
         Ok(tcp)
     }
@@ -479,20 +476,27 @@ impl UpstreamPool {
         if let Some(sender) = self.checkout_active(key).await {
             return Some(sender);
         }
-        loop {
-            let parked = {
-                let mut endpoints = self.endpoints.borrow_mut();
-                endpoints.get_mut(&key)?.parked.pop_back()?
-            };
-            if !parked.is_reusable() {
-                continue;
-            }
-            // A failure here is hyper's, not the endpoint's; the socket is dropped and the
+        while let Some(stream) = self.take_parked(key) {
+            // A failure here is hyper's, not the endpoint's. The socket is dropped and the
             // caller opens a new connection.
-            if let Ok(sender) = self.handshake_parkable(key, parked.stream).await {
+            if let Ok(sender) = self.handshake_parkable(key, stream).await {
                 return Some(sender);
             }
         }
+        None
+    }
+
+    /// Takes the most recently parked socket to `key` that is still reusable, closing the
+    /// expired or closed ones above it.
+    fn take_parked(&self, key: PoolKey) -> Option<TcpStream> {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let parked = &mut endpoints.get_mut(&key)?.parked;
+        while let Some(socket) = parked.pop_back() {
+            if socket.is_reusable() {
+                return Some(socket.stream);
+            }
+        }
+        None
     }
 
     /// Takes an idle connection that still has its hyper state, or the endpoint's HTTP/2
