@@ -155,21 +155,19 @@ pub(super) async fn exchange(
     head: &[u8],
     head_request: bool,
 ) -> Result<Exchanged, ExchangeFailure> {
-    let nothing = |error| ExchangeFailure {
+    let failure = |error, received: bool| ExchangeFailure {
         error,
-        received_nothing: true,
+        received_nothing: !received,
     };
     stream
         .write_all(head)
         .await
-        .map_err(|error| nothing(InlineError::Write(error)))?;
+        .map_err(|error| failure(InlineError::Write(error), false))?;
     let mut buffer = BytesMut::with_capacity(HEAD_READ);
+    // Bytes of a dropped 1xx response count too, though the buffer no longer has them.
     let mut received = false;
     loop {
-        let parsed = parse_head(&mut buffer, head_request).map_err(|error| ExchangeFailure {
-            error,
-            received_nothing: false,
-        })?;
+        let parsed = parse_head(&mut buffer, head_request).map_err(|error| failure(error, true))?;
         match parsed {
             Parsed::Final(head) => {
                 let body = InlineBody::new(stream, buffer, head.framing, head.reusable);
@@ -184,10 +182,7 @@ pub(super) async fn exchange(
             // The bytes of a 1xx response were consumed; the final head may follow in them.
             Parsed::Informational => continue,
             Parsed::Partial if buffer.len() >= MAX_HEAD_BYTES => {
-                return Err(ExchangeFailure {
-                    error: InlineError::HeadTooLarge,
-                    received_nothing: false,
-                });
+                return Err(failure(InlineError::HeadTooLarge, true));
             }
             Parsed::Partial => {}
         }
@@ -195,19 +190,9 @@ pub(super) async fn exchange(
         // `AsyncRead` rather than `try_read_buf`: tokio takes a short read as a drained
         // socket, so the pool's check of an idle socket costs no system call.
         match stream.read_buf(&mut (&mut buffer).limit(HEAD_READ)).await {
-            Ok(0) => {
-                return Err(ExchangeFailure {
-                    error: InlineError::Closed,
-                    received_nothing: !received,
-                });
-            }
+            Ok(0) => return Err(failure(InlineError::Closed, received)),
             Ok(_) => received = true,
-            Err(error) => {
-                return Err(ExchangeFailure {
-                    error: InlineError::Read(error),
-                    received_nothing: !received,
-                });
-            }
+            Err(error) => return Err(failure(InlineError::Read(error), received)),
         }
     }
 }
@@ -755,6 +740,17 @@ mod tests {
         }
     }
 
+    /// Returns the failure of an exchange whose endpoint sends `response` in one piece.
+    async fn head_failure(response: &[u8]) -> ExchangeFailure {
+        failure_of(exchange_with(&[response], false).await.0)
+    }
+
+    /// Returns the error that ends the body of `response`, sent in one piece.
+    async fn body_error(response: &[u8]) -> InlineError {
+        let (outcome, _) = exchange_with(&[response], false).await;
+        read_body(outcome.unwrap().body).await.unwrap_err()
+    }
+
     #[test]
     fn head_encoded_in_origin_form() {
         let mut headers = HeaderMap::new();
@@ -879,12 +875,9 @@ mod tests {
 
     #[tokio::test]
     async fn conflicting_lengths_rejected() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
-            false,
-        )
-        .await;
-        let failure = failure_of(outcome);
+        let failure =
+            head_failure(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+                .await;
         assert!(matches!(failure.error, InlineError::InvalidHead(_)));
         assert!(!failure.received_nothing);
         assert_eq!(failure.into_failure().kind, FailureKind::ProtocolError);
@@ -892,15 +885,8 @@ mod tests {
 
     #[tokio::test]
     async fn signed_length_rejected() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc"],
-            false,
-        )
-        .await;
-        assert!(matches!(
-            failure_of(outcome).error,
-            InlineError::InvalidHead(_)
-        ));
+        let failure = head_failure(b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc").await;
+        assert!(matches!(failure.error, InlineError::InvalidHead(_)));
     }
 
     #[tokio::test]
@@ -918,15 +904,11 @@ mod tests {
 
     #[tokio::test]
     async fn http10_transfer_encoding_rejected() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
-            false,
+        let failure = head_failure(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         )
         .await;
-        assert!(matches!(
-            failure_of(outcome).error,
-            InlineError::InvalidHead(_)
-        ));
+        assert!(matches!(failure.error, InlineError::InvalidHead(_)));
     }
 
     #[tokio::test]
@@ -960,23 +942,14 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_length_body_fails() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
-            false,
-        )
-        .await;
-        let error = read_body(outcome.unwrap().body).await.unwrap_err();
+        let error = body_error(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
         assert!(matches!(error, InlineError::Truncated), "{error}");
     }
 
     #[tokio::test]
     async fn invalid_chunk_size_fails() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc"],
-            false,
-        )
-        .await;
-        let error = read_body(outcome.unwrap().body).await.unwrap_err();
+        let error =
+            body_error(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc").await;
         assert!(matches!(error, InlineError::InvalidChunk), "{error}");
     }
 
@@ -995,8 +968,7 @@ mod tests {
         for body in bodies {
             let mut response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             response.extend_from_slice(body);
-            let (outcome, _) = exchange_with(&[&response], false).await;
-            let error = read_body(outcome.unwrap().body).await.unwrap_err();
+            let error = body_error(&response).await;
             let text = String::from_utf8_lossy(body);
             assert!(
                 matches!(error, InlineError::InvalidChunk),
@@ -1090,12 +1062,10 @@ mod tests {
 
     #[tokio::test]
     async fn missing_crlf_after_chunk_fails() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n"],
-            false,
+        let error = body_error(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
         )
         .await;
-        let error = read_body(outcome.unwrap().body).await.unwrap_err();
         assert!(matches!(error, InlineError::InvalidChunk), "{error}");
     }
 
@@ -1110,8 +1080,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_inside_head_received_something() {
-        let (outcome, _) = exchange_with(&[b"HTTP/1.1 200 OK\r\nContent-"], false).await;
-        let failure = failure_of(outcome);
+        let failure = head_failure(b"HTTP/1.1 200 OK\r\nContent-").await;
         assert!(matches!(failure.error, InlineError::Closed));
         assert!(!failure.received_nothing);
     }
@@ -1138,25 +1107,15 @@ mod tests {
 
     #[tokio::test]
     async fn unrequested_switching_protocols_rejected() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"],
-            false,
-        )
-        .await;
-        let failure = failure_of(outcome);
+        let failure =
+            head_failure(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n").await;
         assert!(matches!(failure.error, InlineError::InvalidHead(_)));
     }
 
     #[tokio::test]
     async fn invalid_header_value_rejected() {
-        let (outcome, _) = exchange_with(
-            &[b"HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\nContent-Length: 0\r\n\r\n"],
-            false,
-        )
-        .await;
-        assert!(matches!(
-            failure_of(outcome).error,
-            InlineError::InvalidHead(_)
-        ));
+        let failure =
+            head_failure(b"HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(matches!(failure.error, InlineError::InvalidHead(_)));
     }
 }
