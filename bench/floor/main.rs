@@ -30,6 +30,7 @@ use clap::{Parser, ValueEnum};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
@@ -235,7 +236,7 @@ impl Body for Pooled {
 async fn via_inline(
     pool: Rc<Pool>,
     request: Request<Incoming>,
-) -> Result<Response<Full>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.body().size_hint().upper() != Some(0) {
         let error = "the inline client sends no request body";
         return Ok(bad_gateway(Full::default(), &error));
@@ -243,8 +244,8 @@ async fn via_inline(
     let head = request_head(&request);
     let idle = pool.inline.borrow_mut().pop();
     let outcome = match idle {
-        // An upstream may close an idle connection as the request goes out; once is enough
-        // to try again on a new one, because the request has no body.
+        // An upstream may close an idle connection as the request goes out. The request has
+        // no body, so it is sent once more on a new connection.
         Some(connection) => match exchange(connection, &head).await {
             Ok(outcome) => Ok(outcome),
             Err(_) => exchange_new(&pool, &head).await,
@@ -270,7 +271,7 @@ async fn exchange_new(pool: &Pool, head: &[u8]) -> Result<Exchanged, BoxError> {
     exchange(connection, head).await
 }
 
-/// The request line and headers as received, in origin form.
+/// Encodes the request line and headers as received, in origin form.
 fn request_head(request: &Request<Incoming>) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(request.method().as_str().as_bytes());
@@ -295,7 +296,7 @@ fn request_head(request: &Request<Incoming>) -> Vec<u8> {
 }
 
 /// A response, and the connection when it may carry another request.
-type Exchanged = (Response<Full>, Option<InlineConnection>);
+type Exchanged = (Response<Full<Bytes>>, Option<InlineConnection>);
 
 /// Writes one request head and reads its response.
 async fn exchange(mut connection: InlineConnection, head: &[u8]) -> Result<Exchanged, BoxError> {
@@ -349,36 +350,12 @@ async fn exchange(mut connection: InlineConnection, head: &[u8]) -> Result<Excha
                 return Err("the upstream closed the connection inside a response body".into());
             }
         }
-        let mut response = Response::new(Full(Some(buffer.split_to(length).freeze())));
+        let mut response = Response::new(Full::new(buffer.split_to(length).freeze()));
         *response.status_mut() = status;
         for (name, range) in fields {
             let value = HeaderValue::from_maybe_shared(head.slice(range))?;
             response.headers_mut().append(name, value);
         }
         return Ok((response, keep_alive.then_some(connection)));
-    }
-}
-
-/// A body of at most one buffer.
-#[derive(Default)]
-struct Full(Option<Bytes>);
-
-impl Body for Full {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |data| data.len() as u64))
     }
 }
