@@ -16,6 +16,10 @@ ARG RUST_VERSION=1.95.0
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
+# TODO: the image's binary is a plain release build. bench/pgo-build.sh makes a
+# profile-guided one, with about 15 % less user-space CPU per request
+# (docs/benchmarks.md), but its training load needs nginx and oha in the build
+# stage.
 # The cache mounts keep the crate registry and compiled dependencies between
 # builds. target/ lives in a cache mount, so the binary is copied out of it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

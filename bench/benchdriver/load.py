@@ -29,6 +29,8 @@ class LoadSpec:
     http2: bool = False
     streams_per_connection: int = 1
     new_connection_per_request: bool = False
+    # A POST with a body of this many bytes instead of a GET, when above 0.
+    body_bytes: int = 0
 
 
 @dataclass
@@ -71,6 +73,8 @@ def oha_argv(oha: Path, spec: LoadSpec) -> list[str]:
     if spec.new_connection_per_request:
         # oha 1.16 supports this for HTTP/1.1 only.
         argv += ["--disable-keepalive"]
+    if spec.body_bytes:
+        argv += ["-m", "POST", "-d", "x" * spec.body_bytes]
     if spec.http2:
         argv += ["--http2", "-p", str(spec.streams_per_connection)]
     if spec.tls:

@@ -16,7 +16,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from unittest import mock
 
-from benchdriver import cases, compare, configs, load, profile, report, system, targets
+from benchdriver import cases, compare, configs, load, profile, report, system, targets, train
 from benchdriver.__main__ import RESULTS_BEGIN, RESULTS_END, update_docs
 
 
@@ -146,6 +146,32 @@ class OhaTest(unittest.TestCase):
         self.assertEqual(argv[-1], "http://127.0.0.1:18081/")
         self.assertIn("Host: bench.example", argv)
         self.assertIn("--latency-correction", argv)
+
+
+    def test_body_makes_a_post(self):
+        argv = load.oha_argv(Path("oha"), load.LoadSpec(port=18081, body_bytes=4))
+        self.assertEqual(argv[argv.index("-m") + 1], "POST")
+        self.assertEqual(argv[argv.index("-d") + 1], "xxxx")
+
+    def test_no_body_is_a_get(self):
+        argv = load.oha_argv(Path("oha"), load.LoadSpec(port=18081))
+        self.assertNotIn("-m", argv)
+        self.assertNotIn("-d", argv)
+
+
+class TrainTest(unittest.TestCase):
+    def test_needs_an_existing_binary(self):
+        with tempfile.TemporaryDirectory() as directory, \
+                self.assertRaises(SystemExit) as raised, redirect_stderr(io.StringIO()):
+            train.main(["--oha", "oha", "--gangway", f"{directory}/gangway"])
+        self.assertEqual(raised.exception.code, 2)
+
+    def test_body_loads_cover_both_listeners(self):
+        loads = train.body_loads(cases.Settings.quick())
+        self.assertEqual({(spec.port, spec.tls, spec.http2) for spec in loads},
+                         {(configs.GANGWAY.http, False, False),
+                          (configs.GANGWAY.https, True, True)})
+        self.assertTrue(all(spec.body_bytes > 0 for spec in loads))
 
 
 class ReportTest(unittest.TestCase):

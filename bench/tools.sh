@@ -1,0 +1,71 @@
+# Shared by bench/run.sh and bench/pgo-build.sh: where the benchmark's tools live, and how
+# the scripts install them when they are missing. Source it after setting `repo`.
+# BENCH_NO_INSTALL=1 makes a missing tool an error instead of an install.
+
+tools="$repo/bench/.tools"
+# oha is the load generator for every case: HTTP/1.1, HTTP/2 over TLS, fixed rate with
+# latency correction, and a JSON summary.
+oha_version="1.16.0"
+
+log() { printf '%s\n' "bench: $*" >&2; }
+
+install_packages() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    [[ ${#missing[@]} -eq 0 ]] && return
+    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
+        log "missing tools: ${missing[*]} (BENCH_NO_INSTALL=1 is set)"
+        exit 1
+    fi
+    log "installing ${missing[*]} with apt-get"
+    apt-get update -qq
+    # Debian starts a freshly installed nginx on port 80 unless policy-rc.d forbids it; the
+    # benchmark starts its own servers, on 127.0.0.1 only.
+    local policy=/usr/sbin/policy-rc.d created_policy=false
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created_policy=true
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if $created_policy; then rm -f "$policy"; fi
+}
+
+install_oha() {
+    if [[ -x "$tools/bin/oha" ]] && "$tools/bin/oha" --version | grep -q "$oha_version"; then
+        return
+    fi
+    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
+        log "oha $oha_version is not in $tools/bin (BENCH_NO_INSTALL=1 is set)"
+        exit 1
+    fi
+    log "installing oha $oha_version into $tools with cargo install (several minutes)"
+    cargo install --locked --quiet --version "$oha_version" --root "$tools" oha
+}
+
+# cargo-pgo drives the profile-guided build (bench/pgo-build.sh); llvm-profdata, which merges
+# the profiles, comes from rustup's llvm-tools component, matching rustc's LLVM.
+cargo_pgo_version="0.3.0"
+
+install_pgo_tools() {
+    if ! rustup component list --installed | grep -q '^llvm-tools'; then
+        if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
+            log "rustup's llvm-tools component is missing (BENCH_NO_INSTALL=1 is set)"
+            exit 1
+        fi
+        log "adding rustup's llvm-tools component"
+        rustup component add llvm-tools >&2
+    fi
+    if [[ -x "$tools/bin/cargo-pgo" ]] && "$tools/bin/cargo-pgo" pgo --version | grep -q "$cargo_pgo_version"; then
+        return
+    fi
+    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
+        log "cargo-pgo $cargo_pgo_version is not in $tools/bin (BENCH_NO_INSTALL=1 is set)"
+        exit 1
+    fi
+    log "installing cargo-pgo $cargo_pgo_version into $tools with cargo install"
+    cargo install --locked --quiet --version "$cargo_pgo_version" --root "$tools" cargo-pgo
+}
