@@ -17,7 +17,7 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # TODO: the image's binary is a plain release build. bench/pgo-build.sh makes a
-# profile-guided one, with about 15 % less user-space CPU per request
+# profile-guided one, with 16 % less user-space CPU per HTTP/1.1 request
 # (docs/benchmarks.md), but its training load needs nginx and oha in the build
 # stage.
 # The cache mounts keep the crate registry and compiled dependencies between

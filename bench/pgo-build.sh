@@ -14,12 +14,17 @@
 # separate sections (`-z keep-text-section-prefix`), so that the code a serving proxy runs
 # sits on fewer pages.
 #
-# Takes two release builds (about 5 minutes each on 2 cores) and half a minute of training.
-# Installs nginx, oha, cargo-pgo and rustup's llvm-tools component when they are missing
-# (bench/tools.sh). The binary is target/<host triple>/release/gangway; target/release is
-# left alone.
+# Takes two release builds (about 5 minutes each on 2 cores) and under a minute of training.
+# Installs what is missing (bench/tools.sh): what bench/run.sh installs (nginx, HAProxy,
+# openssl and util-linux from Debian, oha with cargo), cargo-pgo with cargo, and rustup's
+# llvm-tools component. The first install of oha and cargo-pgo adds a few minutes.
+# The binary is target/<host triple>/release/gangway, and target/release is left alone.
+# Only the binary's path goes to standard output; everything else goes to standard error.
 
 set -euo pipefail
+shopt -s inherit_errexit
+# Keep standard output for the path: file descriptor 3 is the real one.
+exec 3>&1 1>&2
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/bench/tools.sh"
@@ -37,14 +42,14 @@ binary="$repo/target/$host/release/gangway"
 log "PGO step 1 of 3: instrumented build (cargo pgo build)"
 # cargo pgo build also empties target/pgo-profiles: counts from an earlier build would not
 # match this one's code.
-cargo pgo build -- --locked --bin gangway >&2
+cargo pgo build -- --locked --bin gangway
 
 log "PGO step 2 of 3: training load (python3 -m benchdriver.train)"
 client_cpus=1
 [[ "$(nproc)" -lt 2 ]] && client_cpus=0
 env PYTHONPATH="$repo/bench" taskset -c "$client_cpus" python3 -m benchdriver.train \
-    --oha "$tools/bin/oha" --gangway "$binary" --work "$repo/bench/.work/train" >&2
+    --oha "$tools/bin/oha" --gangway "$binary" --work "$repo/bench/.work/train"
 
 log "PGO step 3 of 3: optimized build (cargo pgo optimize build)"
-cargo pgo optimize build -- --locked --bin gangway >&2
-printf '%s\n' "$binary"
+cargo pgo optimize build -- --locked --bin gangway
+printf '%s\n' "$binary" >&3

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark Gangway against nginx, HAProxy and the upstream reached directly, on loopback.
 #
-# Usage: bench/run.sh [--quick] [driver options]
+# Usage: bench/run.sh [--quick] [--pgo] [driver options]
 #   --quick        a few seconds per case and one run each. It fails only when something
 #                  breaks: a server that does not start, a run with no request, failed
 #                  requests.
@@ -17,6 +17,8 @@
 # Full mode writes the results into docs/benchmarks.md; every mode writes bench/.work/.
 
 set -euo pipefail
+# Without this, a failure inside $(...), such as a failed build, would not stop the script.
+shopt -s inherit_errexit
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/bench/tools.sh"
@@ -29,6 +31,11 @@ for argument in "$@"; do
         *) driver_args+=("$argument") ;;
     esac
 done
+
+if $pgo && [[ -n "${GANGWAY_BIN:-}" ]]; then
+    log "--pgo builds the binary to measure, and GANGWAY_BIN names one: give only one of them"
+    exit 2
+fi
 
 build_gangway() {
     if [[ -n "${GANGWAY_BIN:-}" ]]; then
@@ -51,6 +58,10 @@ build_gangway() {
     if ((${#targets[@]})); then
         log "building with cargo build --release ${targets[*]}"
         (cd "$repo" && cargo build --release --quiet "${targets[@]}" >&2)
+    fi
+    if [[ ! -x "$built" ]]; then
+        log "the build left no gangway binary at $built"
+        exit 1
     fi
     mkdir -p "$repo/bench/.work/bin"
     cp "$built" "$repo/bench/.work/bin/gangway"

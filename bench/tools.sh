@@ -57,7 +57,10 @@ install_pgo_tools() {
             exit 1
         fi
         log "adding rustup's llvm-tools component"
-        rustup component add llvm-tools >&2
+        if ! rustup component add llvm-tools >&2; then
+            log "rustup could not add the llvm-tools component, whose llvm-profdata the PGO build needs"
+            exit 1
+        fi
     fi
     if [[ -x "$tools/bin/cargo-pgo" ]] && "$tools/bin/cargo-pgo" pgo --version | grep -q "$cargo_pgo_version"; then
         return

@@ -117,8 +117,9 @@ class Processes:
         self._started.append(process)
         return process
 
-    def stop(self, process: subprocess.Popen, timeout: float = 10.0) -> None:
-        """Stop one process and its session: SIGTERM, then SIGKILL after `timeout`."""
+    def stop(self, process: subprocess.Popen, timeout: float = 10.0) -> int | None:
+        """Stop one process and its session: SIGTERM, then SIGKILL after `timeout`. Returns
+        its exit status, negative for the signal that ended it, as `Popen.returncode`."""
         if process.poll() is None:
             _signal_group(process.pid, signal.SIGTERM)
             try:
@@ -131,6 +132,7 @@ class Processes:
         _signal_group(process.pid, signal.SIGKILL)
         if process in self._started:
             self._started.remove(process)
+        return process.returncode
 
     def stop_all(self) -> None:
         for process in list(self._started):

@@ -77,6 +77,7 @@ class Target:
         self.cpus = cpus
         self.tls = tls
         self.process: subprocess.Popen | None = None
+        self.exit_status: int | None = None
 
     @property
     def root_pid(self) -> int | None:
@@ -94,8 +95,9 @@ class Target:
         )
 
     def stop(self) -> None:
+        """Stop the proxy and record in `exit_status` how it ended (see Processes.stop)."""
         if self.process is not None:
-            self.processes.stop(self.process)
+            self.exit_status = self.processes.stop(self.process)
             self.process = None
 
     def change_routes(self, hosts: list[str]) -> None:

@@ -100,6 +100,17 @@ class ProcTest(unittest.TestCase):
         # Linux pids stop below 2**22, so this one cannot exist.
         self.assertIsNone(system.read_stat(2**22 + 1))
 
+    def test_stop_returns_the_exit_status(self):
+        processes = system.Processes()
+        with tempfile.TemporaryDirectory() as directory:
+            log = Path(directory) / "log"
+            # Exits 0 on SIGTERM, as Gangway does after a graceful shutdown.
+            clean = processes.start(["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"], log, None)
+            plain = processes.start(["sleep", "30"], log, None)
+            time.sleep(0.2)
+            self.assertEqual(processes.stop(clean), 0)
+            self.assertEqual(processes.stop(plain), -15)
+
     def test_process_tree_includes_child(self):
         child = subprocess.Popen(["sleep", "10"])
         try:
@@ -165,6 +176,27 @@ class TrainTest(unittest.TestCase):
                 self.assertRaises(SystemExit) as raised, redirect_stderr(io.StringIO()):
             train.main(["--oha", "oha", "--gangway", f"{directory}/gangway"])
         self.assertEqual(raised.exception.code, 2)
+
+    def test_a_gangway_that_did_not_exit_cleanly_fails_the_training(self):
+        class Stopper:
+            def __init__(self, status):
+                self.status = status
+
+            def stop(self, process):
+                return self.status
+
+        with tempfile.TemporaryDirectory() as directory:
+            tls = (Path("tls.crt"), Path("tls.key"))
+            for status, fails in [(0, False), (1, True), (-9, True)]:
+                target = targets.Gangway(Path("gangway"), Stopper(status), Path(directory),
+                                         "0", tls)
+                target.process = mock.Mock()
+                target.stop()
+                if fails:
+                    with self.assertRaises(system.BenchError):
+                        train.check_exit(target)
+                else:
+                    train.check_exit(target)
 
     def test_body_loads_cover_both_listeners(self):
         loads = train.body_loads(cases.Settings.quick())
