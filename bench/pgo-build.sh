@@ -18,7 +18,7 @@
 # Installs what is missing (bench/tools.sh): what bench/run.sh installs (nginx, HAProxy,
 # openssl and util-linux from Debian, oha with cargo), cargo-pgo with cargo, and rustup's
 # llvm-tools component. The first install of oha and cargo-pgo adds a few minutes.
-# The binary is target/<host triple>/release/gangway, and target/release is left alone.
+# The binary is target/<host triple>/release/gangway; target/release/gangway is not touched.
 # Only the binary's path goes to standard output; everything else goes to standard error.
 
 set -euo pipefail

@@ -33,7 +33,7 @@ for argument in "$@"; do
 done
 
 if $pgo && [[ -n "${GANGWAY_BIN:-}" ]]; then
-    log "--pgo builds the binary to measure, and GANGWAY_BIN names one: give only one of them"
+    log "--pgo builds the binary to measure, and GANGWAY_BIN names one: unset GANGWAY_BIN or drop --pgo"
     exit 2
 fi
 
