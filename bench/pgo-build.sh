@@ -45,8 +45,6 @@ log "PGO step 1 of 3: instrumented build (cargo pgo build)"
 cargo pgo build -- --locked --bin gangway
 
 log "PGO step 2 of 3: training load (python3 -m benchdriver.train)"
-client_cpus=1
-[[ "$(nproc)" -lt 2 ]] && client_cpus=0
 env PYTHONPATH="$repo/bench" taskset -c "$client_cpus" python3 -m benchdriver.train \
     --oha "$tools/bin/oha" --gangway "$binary" --work "$repo/bench/.work/train"
 

@@ -50,7 +50,8 @@ build_gangway() {
     # because quick mode measures no speed.
     local targets=(--bin gangway) built="$repo/target/release/gangway"
     if $pgo; then
-        # pgo-build.sh builds into target/<host triple>/release, apart from target/release.
+        # pgo-build.sh builds into target/<host triple>/release, so target/release/gangway
+        # stays as it was.
         built="$("$repo/bench/pgo-build.sh")"
         targets=()
     fi
@@ -76,11 +77,9 @@ command_line="bench/run.sh${*:+ $*}"
 docs=()
 $quick || docs=(--docs "$repo/docs/benchmarks.md")
 
-# The driver, the load generator and the upstream share the client CPU (1 by default); the
+# The driver, the load generator and the upstream share the client CPU (bench/tools.sh); the
 # driver starts the proxies on the proxy CPU (0).
 cd "$repo"
-client_cpus=1
-[[ "$(nproc)" -lt 2 ]] && client_cpus=0
 exec env PYTHONPATH="$repo/bench" taskset -c "$client_cpus" python3 -m benchdriver \
     --oha "$tools/bin/oha" --gangway "$gangway" --repo "$repo" --work "$repo/bench/.work" \
     --command "$command_line" "${docs[@]}" "${driver_args[@]}"

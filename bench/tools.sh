@@ -9,6 +9,19 @@ oha_version="1.16.0"
 
 log() { printf '%s\n' "bench: $*" >&2; }
 
+# Exits with `$1`, a message naming what is missing, when BENCH_NO_INSTALL=1 forbids installs.
+require_install_allowed() {
+    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
+        log "$1 (BENCH_NO_INSTALL=1 is set)"
+        exit 1
+    fi
+}
+
+# The load generator and the upstream run on CPU 1 and the proxies on CPU 0, unless the
+# machine has one CPU only.
+client_cpus=1
+[[ "$(nproc)" -lt 2 ]] && client_cpus=0
+
 install_packages() {
     local missing=()
     command -v nginx >/dev/null || missing+=(nginx)
@@ -16,10 +29,7 @@ install_packages() {
     command -v openssl >/dev/null || missing+=(openssl)
     command -v taskset >/dev/null || missing+=(util-linux)
     [[ ${#missing[@]} -eq 0 ]] && return
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        log "missing tools: ${missing[*]} (BENCH_NO_INSTALL=1 is set)"
-        exit 1
-    fi
+    require_install_allowed "missing tools: ${missing[*]}"
     log "installing ${missing[*]} with apt-get"
     apt-get update -qq
     # Debian starts a freshly installed nginx on port 80 unless policy-rc.d forbids it; the
@@ -38,24 +48,18 @@ install_oha() {
     if [[ -x "$tools/bin/oha" ]] && "$tools/bin/oha" --version | grep -q "$oha_version"; then
         return
     fi
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        log "oha $oha_version is not in $tools/bin (BENCH_NO_INSTALL=1 is set)"
-        exit 1
-    fi
+    require_install_allowed "oha $oha_version is not in $tools/bin"
     log "installing oha $oha_version into $tools with cargo install (several minutes)"
     cargo install --locked --quiet --version "$oha_version" --root "$tools" oha
 }
 
-# cargo-pgo drives the profile-guided build (bench/pgo-build.sh); llvm-profdata, which merges
-# the profiles, comes from rustup's llvm-tools component, matching rustc's LLVM.
+# cargo-pgo drives the profile-guided build (bench/pgo-build.sh). llvm-profdata, which merges
+# the profiles, comes from rustup's llvm-tools component, so that it matches rustc's LLVM.
 cargo_pgo_version="0.3.0"
 
 install_pgo_tools() {
     if ! rustup component list --installed | grep -q '^llvm-tools'; then
-        if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-            log "rustup's llvm-tools component is missing (BENCH_NO_INSTALL=1 is set)"
-            exit 1
-        fi
+        require_install_allowed "rustup's llvm-tools component is missing"
         log "adding rustup's llvm-tools component"
         if ! rustup component add llvm-tools >&2; then
             log "rustup could not add the llvm-tools component, whose llvm-profdata the PGO build needs"
@@ -65,10 +69,7 @@ install_pgo_tools() {
     if [[ -x "$tools/bin/cargo-pgo" ]] && "$tools/bin/cargo-pgo" pgo --version | grep -q "$cargo_pgo_version"; then
         return
     fi
-    if [[ "${BENCH_NO_INSTALL:-0}" == 1 ]]; then
-        log "cargo-pgo $cargo_pgo_version is not in $tools/bin (BENCH_NO_INSTALL=1 is set)"
-        exit 1
-    fi
+    require_install_allowed "cargo-pgo $cargo_pgo_version is not in $tools/bin"
     log "installing cargo-pgo $cargo_pgo_version into $tools with cargo install"
     cargo install --locked --quiet --version "$cargo_pgo_version" --root "$tools" cargo-pgo
 }

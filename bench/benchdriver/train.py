@@ -11,7 +11,7 @@ with failed requests stops the training, because a profile of error paths would 
 the wrong code, and so does a Gangway process that does not exit cleanly.
 
 Code that runs in no load here is compiled as cold: smaller and slower. The loads cover what
-the benchmark measures plus request bodies; WebSocket tunnels, Gateway API routes and
+the benchmark measures, plus request bodies. WebSocket tunnels, Gateway API routes and
 upstream TLS are not trained."""
 
 from __future__ import annotations

@@ -158,7 +158,6 @@ class OhaTest(unittest.TestCase):
         self.assertIn("Host: bench.example", argv)
         self.assertIn("--latency-correction", argv)
 
-
     def test_body_makes_a_post(self):
         argv = load.oha_argv(Path("oha"), load.LoadSpec(port=18081, body_bytes=4))
         self.assertEqual(argv[argv.index("-m") + 1], "POST")
@@ -177,7 +176,7 @@ class TrainTest(unittest.TestCase):
             train.main(["--oha", "oha", "--gangway", f"{directory}/gangway"])
         self.assertEqual(raised.exception.code, 2)
 
-    def test_a_gangway_that_did_not_exit_cleanly_fails_the_training(self):
+    def test_check_exit_rejects_unclean_exit(self):
         class Stopper:
             def __init__(self, status):
                 self.status = status
