@@ -3,6 +3,7 @@
 //! Providers fill a [`store::Store`]; [`compile`] turns it into a [`snapshot::Snapshot`] and a
 //! [`status::StatusReport`]; the proxy serves the live snapshot, swapped in without a reload.
 
+pub mod alloc;
 pub mod check;
 pub mod cli;
 pub mod compile;

@@ -363,6 +363,10 @@ impl Publisher {
             "published snapshot"
         );
         self.log_problem_changes(problems);
+        // The compile's garbage sits in this thread's allocator cache until the next publish,
+        // which may be hours away.
+        drop(store);
+        crate::alloc::release_thread_cache();
     }
 
     /// Logs problems that are new since the last publish, and those that went away.
