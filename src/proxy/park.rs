@@ -154,25 +154,56 @@ pub(super) async fn starts_with_http1(stream: &TcpStream) -> bool {
     }
 }
 
-/// A connection in the [`ParkingLot`].
+/// A connection that left the [`ParkingLot`] because it has input.
 #[derive(Debug)]
 pub(super) struct Parked {
     pub(super) socket: std::net::TcpStream,
-    pub(super) client: SocketAddr,
     /// When its last request ended.
     pub(super) last_active: Instant,
-    /// Distinguishes this stay from earlier ones in the same slab slot.
-    serial: u64,
+}
+
+/// A connection in the [`ParkingLot`]: 16 bytes in the slab, where a socket address and an
+/// `Instant` would take 64. With 10,000 parked connections that is 0.5 MiB less. The client
+/// address is asked of the socket again when the connection resumes.
+#[derive(Debug)]
+struct Slot {
+    socket: std::net::TcpStream,
+    /// When its last request ended, on the lot's [`Ticks`] clock.
+    last_active: u32,
+    /// Distinguishes this stay from earlier ones in the same slab slot. Wraps; a stale
+    /// `order` entry that matches a later stay only checks that stay's own idle time.
+    serial: u32,
+}
+
+/// Milliseconds since the lot was created, modulo 2^32, so about 49.7 days. Differences
+/// between two readings are right as long as they are shorter than that, and a connection
+/// stays parked only until its idle timeout.
+#[derive(Debug)]
+struct Ticks {
+    epoch: Instant,
+}
+
+impl Ticks {
+    fn at(&self, instant: Instant) -> u32 {
+        // Truncating to 32 bits is the wrap.
+        instant.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    /// Time from `ticks` to `now`.
+    fn since(&self, ticks: u32, now: Instant) -> Duration {
+        Duration::from_millis(u64::from(self.at(now).wrapping_sub(ticks)))
+    }
 }
 
 /// The parked connections of one worker: bare sockets outside tokio, watched by an epoll
 /// instance of the worker's own, so that a parked connection costs a slab entry and no task.
 pub(super) struct ParkingLot {
     epoll: AsyncFd<OwnedFd>,
-    parked: RefCell<Slab<Parked>>,
+    parked: RefCell<Slab<Slot>>,
     /// Slab keys and serials in the order they were parked, for the idle timeout.
-    order: RefCell<VecDeque<(usize, u64)>>,
-    serial: Cell<u64>,
+    order: RefCell<VecDeque<(u32, u32)>>,
+    serial: Cell<u32>,
+    ticks: Ticks,
     gauge: Gauge,
 }
 
@@ -189,6 +220,9 @@ impl ParkingLot {
             parked: RefCell::default(),
             order: RefCell::default(),
             serial: Cell::new(0),
+            ticks: Ticks {
+                epoch: Instant::now(),
+            },
             gauge,
         })
     }
@@ -208,21 +242,23 @@ impl ParkingLot {
                 return Ok(());
             }
         };
-        let serial = self.serial.get() + 1;
-        self.serial.set(serial);
         let mut parked = self.parked.borrow_mut();
         let entry = parked.vacant_entry();
-        let key = entry.key();
+        // More slots than 32 bits can count would take more descriptors than a process has.
+        let Ok(key) = u32::try_from(entry.key()) else {
+            return TcpStream::from_std(socket).map_or(Ok(()), Err);
+        };
+        let serial = self.serial.get().wrapping_add(1);
+        self.serial.set(serial);
         let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
         let data = epoll::EventData::new_u64(key as u64);
         if let Err(error) = epoll::add(self.epoll.get_ref(), &socket, data, flags) {
             tracing::debug!(client = %client, error = %error, "cannot park a connection");
             return TcpStream::from_std(socket).map_or(Ok(()), Err);
         }
-        entry.insert(Parked {
+        entry.insert(Slot {
             socket,
-            client,
-            last_active,
+            last_active: self.ticks.at(last_active),
             serial,
         });
         self.order.borrow_mut().push_back((key, serial));
@@ -251,9 +287,14 @@ impl ParkingLot {
                 }
             }
         }
+        let now = Instant::now();
         events
             .iter()
             .filter_map(|event| self.remove(event.data.u64() as usize))
+            .map(|slot| Parked {
+                last_active: now - self.ticks.since(slot.last_active, now),
+                socket: slot.socket,
+            })
             .collect()
     }
 
@@ -265,17 +306,21 @@ impl ParkingLot {
             let Some(&(key, serial)) = self.order.borrow().front() else {
                 return;
             };
-            let last_active = self
+            let key = key as usize;
+            let idle = self
                 .parked
                 .borrow()
                 .get(key)
-                .filter(|parked| parked.serial == serial)
-                .map(|parked| parked.last_active);
-            match last_active {
-                Some(last_active) if last_active + idle_timeout > now => return,
+                .filter(|slot| slot.serial == serial)
+                .map(|slot| self.ticks.since(slot.last_active, now));
+            match idle {
+                Some(idle) if idle < idle_timeout => return,
                 Some(_) => {
-                    if let Some(parked) = self.remove(key) {
-                        tracing::debug!(client = %parked.client, "closing idle downstream connection");
+                    if let Some(slot) = self.remove(key) {
+                        tracing::debug!(
+                            client = ?slot.socket.peer_addr().ok(),
+                            "closing idle downstream connection"
+                        );
                     }
                 }
                 // Resumed since it was parked.
@@ -293,11 +338,47 @@ impl ParkingLot {
         self.gauge.dec_by(closed as i64);
     }
 
-    fn remove(&self, key: usize) -> Option<Parked> {
-        let parked = self.parked.borrow_mut().try_remove(key)?;
+    fn remove(&self, key: usize) -> Option<Slot> {
+        let slot = self.parked.borrow_mut().try_remove(key)?;
         self.gauge.dec();
         // The socket leaves this epoll before tokio registers it in its own.
-        let _ = epoll::delete(self.epoll.get_ref(), &parked.socket);
-        Some(parked)
+        let _ = epoll::delete(self.epoll.get_ref(), &slot.socket);
+        Some(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_fits_in_16_bytes() {
+        // The socket's descriptor and two 32-bit counters; slab's vacant entries need 8
+        // bytes and a tag, which the descriptor's niche provides.
+        assert!(std::mem::size_of::<Slot>() <= 16);
+        assert!(std::mem::size_of::<Option<Slot>>() <= 16);
+    }
+
+    #[test]
+    fn ticks_measure_across_the_wrap() {
+        let now = Instant::now();
+        let ticks = Ticks { epoch: now };
+        assert_eq!(ticks.at(now), 0);
+        assert_eq!(
+            ticks.at(now + Duration::from_millis(1_500)),
+            1_500,
+            "milliseconds since the epoch"
+        );
+        // Parked 3 ms before the clock wrapped, measured 1.5 s after the epoch.
+        let later = now + Duration::from_millis(1_500);
+        assert_eq!(
+            ticks.since(u32::MAX - 2, later),
+            Duration::from_millis(1_503)
+        );
+        // A reading before the epoch counts as the epoch.
+        let before = Ticks {
+            epoch: now + Duration::from_secs(1),
+        };
+        assert_eq!(before.at(now), 0);
     }
 }

@@ -460,14 +460,23 @@ async fn run_parking_lot(worker: Rc<WorkerContext>) {
 
 /// Gives a parked connection with input back to tokio, in a task of its own.
 fn resume(worker: &Rc<WorkerContext>, parked: Parked) {
-    let stream = match TcpStream::from_std(parked.socket) {
-        Ok(stream) => stream,
+    // The lot keeps no address. A socket whose peer has reset the connection has none
+    // either, and the connection closes here.
+    let client = match parked.socket.peer_addr() {
+        Ok(client) => client,
         Err(error) => {
-            tracing::debug!(client = %parked.client, error = %error, "cannot resume a parked connection");
+            tracing::debug!(error = %error, "cannot resume a parked connection");
             return;
         }
     };
-    let connection = Rc::new(Connection::resumed(parked.client, parked.last_active));
+    let stream = match TcpStream::from_std(parked.socket) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(client = %client, error = %error, "cannot resume a parked connection");
+            return;
+        }
+    };
+    let connection = Rc::new(Connection::resumed(client, parked.last_active));
     let signal = connection
         .park
         .clone()

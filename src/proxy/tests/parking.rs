@@ -133,6 +133,9 @@ async fn parked_connection_serves_next_requests() {
     let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(metric_value(&proxy, PARKED), 0);
+    // The lot keeps no address: the resumed connection asks the socket for it.
+    assert_eq!(response.echo().header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(response.echo().header("x-forwarded-for"), Some("127.0.0.1"));
     wait_parked(&proxy, 1).await;
 
     // A body larger than one read, after parking.
