@@ -139,24 +139,24 @@ pub struct RunArgs {
     pub access_log: bool,
 
     /// Time a client has to send its first complete request head after connecting.
-    #[arg(long, env = "GANGWAY_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GANGWAY_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub client_header_timeout: Duration,
 
     /// Time an idle client connection stays open between requests; the next request head
     /// must arrive within it.
-    #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// Time allowed to open a connection to an upstream endpoint.
-    #[arg(long, env = "GANGWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GANGWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub upstream_connect_timeout: Duration,
 
     /// Time allowed for an upstream to send the response head after the request was sent.
-    #[arg(long, env = "GANGWAY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GANGWAY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub upstream_response_timeout: Duration,
 
     /// Time that requests in flight get to finish after SIGTERM or SIGINT.
-    #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_timeout)]
     pub shutdown_timeout: Duration,
 }
 
@@ -271,6 +271,21 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .parse(value)
         .map(|_| value.to_owned())
         .map_err(|error| format!("invalid log filter: {error}"))
+}
+
+/// Longest accepted timeout. Deadlines are computed as `Instant` plus the timeout, and the
+/// parking lot measures idle time on a clock that wraps after about 49 days, so a longer
+/// value would overflow or never expire.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses a timeout such as `75s` or `2m`, at most [`MAX_TIMEOUT`].
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(value)
+        .map_err(|error| format!("invalid duration {value:?}: {error}"))?;
+    if timeout > MAX_TIMEOUT {
+        return Err(format!("invalid duration {value:?}: must be at most 24h"));
+    }
+    Ok(timeout)
 }
 
 /// Checks a namespace or object name: a non-empty name without `/`, as the API server
@@ -486,9 +501,21 @@ mod tests {
     }
 
     #[test]
+    fn timeout_of_24h_accepted() {
+        let args = run_args(&["run", "--idle-timeout", "24h"]);
+
+        assert_eq!(args.idle_timeout, MAX_TIMEOUT);
+    }
+
+    #[test]
     fn invalid_values_are_usage_errors() {
         let cases: &[(&str, &[&str])] = &[
             ("duration without unit", &["run", "--idle-timeout", "75"]),
+            ("idle timeout over 24h", &["run", "--idle-timeout", "25h"]),
+            (
+                "shutdown timeout that overflows",
+                &["run", "--shutdown-timeout", "600000000y"],
+            ),
             ("address without port", &["run", "--http-listen", "0.0.0.0"]),
             ("zero worker threads", &["run", "--worker-threads", "0"]),
             ("access log as yes", &["run", "--access-log", "yes"]),
