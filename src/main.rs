@@ -11,11 +11,12 @@ use gangway::cli::{Cli, Command};
 // with these settings (docs/benchmarks.md, case 4). Each thread's cache is also trimmed
 // after every 1 MiB allocated instead of every 64 KiB: at the default, the trimming was
 // 3 % of the proxy's instructions per request, and the idle figure did not change.
-// Objects of 8 KiB, the size of hyper's connection buffers, come four to a 32 KiB slab
-// instead of one to each 8 KiB slab. jemalloc keeps a 128-byte record for every slab it has
-// ever had at once, and a burst of new connections made thousands: with one object per
-// slab, the records left by 10,000 connections took 2 MiB. The environment variable
-// `_RJEM_MALLOC_CONF` overrides these settings.
+// Objects of 8 KiB, the size of hyper's connection buffers, come four to a slab of 8 pages
+// (32 KiB with 4 KiB pages) instead of one to a slab of 2 pages. jemalloc keeps a 128-byte
+// record for every slab it has had at once and never returns their memory. With one object
+// per slab, the records left by a burst of 10,000 new connections took 2 MiB
+// (docs/benchmarks.md). The environment variable `_RJEM_MALLOC_CONF` overrides these
+// settings.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -24,6 +25,7 @@ static MALLOC_CONF: &[u8; 112] = b"background_thread:true,dirty_decay_ms:1000,mu
 tcache_gc_incr_bytes:1048576,slab_sizes:8192-8192:8\0";
 
 fn main() -> ExitCode {
+    gangway::alloc::mark_jemalloc_global();
     // rustls is built with ring only, and installing ring as the process default lets code
     // that asks rustls for the default provider find it. Installing fails only when a
     // provider is already installed.

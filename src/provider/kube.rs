@@ -407,11 +407,7 @@ impl Publisher {
         let compiled = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let (snapshot, report) = compile(&store, &options);
-            let compile_time = started.elapsed();
-            // The compile's garbage would otherwise stay in this thread's allocator cache
-            // for as long as tokio keeps the idle thread.
-            crate::alloc::release_thread_cache();
-            (store, snapshot, report, compile_time)
+            (store, snapshot, report, started.elapsed())
         })
         .await;
         let (store, snapshot, report, compile_time) = match compiled {
@@ -450,6 +446,10 @@ impl Publisher {
             store: Arc::new(store),
             report,
         })));
+        // The previous store, and the previous snapshot unless a request still holds it,
+        // were freed on this thread. They would stay in its allocator cache until it
+        // allocates or frees enough again.
+        crate::alloc::release_thread_cache();
     }
 
     /// Logs each problem once, when it first appears.

@@ -61,6 +61,8 @@ pub(super) struct CounterCache {
     generation: Cell<u64>,
     requests: RefCell<FastMap<RequestKey, Counter>>,
     upstreams: RefCell<FastMap<usize, UpstreamCounters>>,
+    /// Requests counted by this worker since it started.
+    served: Cell<u64>,
 }
 
 impl CounterCache {
@@ -71,7 +73,13 @@ impl CounterCache {
             generation: Cell::new(0),
             requests: RefCell::default(),
             upstreams: RefCell::default(),
+            served: Cell::new(0),
         }
+    }
+
+    /// Returns the number of requests counted by this worker since it started.
+    pub(super) fn served(&self) -> u64 {
+        self.served.get()
     }
 
     /// Counts one request served by `route` and `backend` of snapshot `generation`, and
@@ -84,6 +92,7 @@ impl CounterCache {
         status: StatusCode,
         elapsed: Duration,
     ) {
+        self.served.set(self.served.get() + 1);
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
         let key = RequestKey {
             route: route.map_or(0, |route| ptr::from_ref(route) as usize),

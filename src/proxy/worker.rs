@@ -320,7 +320,7 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
     let shutdown = shared.shutdown.clone();
     let lot = tokio::task::spawn_local(run_parking_lot(worker.clone()));
 
-    let sweeper = tokio::task::spawn_local(housekeeping(pool, config.park_after, shutdown.clone()));
+    let sweeper = tokio::task::spawn_local(housekeeping(worker.clone()));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -364,19 +364,25 @@ async fn accept_failed(listener: &TcpListener, error: std::io::Error) {
     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
-/// Runs once per `park_after`: parks the pool's idle upstream connections, then empties the
-/// worker's allocator cache, so that what a burst of requests freed can leave the resident
-/// set once the worker goes idle (crate::alloc). Under load the cache refills at once. In
-/// the benchmark's case 1, CPU per request moved less than between runs (docs/benchmarks.md).
-async fn housekeeping(pool: Rc<UpstreamPool>, park_after: Duration, shutdown: CancellationToken) {
+/// Runs once per `park_after`: parks the pool's idle upstream connections. When the worker
+/// counted no request since the previous run, it also empties the worker's allocator cache,
+/// so that what a burst of requests freed can leave the resident set (crate::alloc).
+async fn housekeeping(worker: Rc<WorkerContext>) {
+    let park_after = worker.shared.config.park_after;
+    let shutdown = worker.shared.shutdown.clone();
     // Idle connections are parked up to one tick late. `interval` panics on a zero period.
     let mut interval = tokio::time::interval(park_after.max(Duration::from_millis(10)));
+    let mut served = worker.counters.served();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {
-                pool.sweep();
-                crate::alloc::release_thread_cache();
+                worker.pool.sweep();
+                let now_served = worker.counters.served();
+                if now_served == served {
+                    crate::alloc::release_thread_cache();
+                }
+                served = now_served;
             }
         }
     }
