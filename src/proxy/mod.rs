@@ -36,7 +36,8 @@ use crate::live::Live;
 pub use tls::generate_default_certificate;
 
 /// Default of [`ProxyConfig::park_after`]. Parking and resuming a connection cost four
-/// `epoll_ctl` calls, a new task and new hyper buffers, so busy connections are not parked.
+/// `epoll_ctl` calls, a `getpeername` call, a new task and new hyper buffers, so busy
+/// connections are not parked.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Settings of the data plane.

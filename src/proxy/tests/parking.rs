@@ -133,9 +133,6 @@ async fn parked_connection_serves_next_requests() {
     let response = Collected::read(client.send_request(get_foo()).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(metric_value(&proxy, PARKED), 0);
-    // The lot keeps no address: the resumed connection asks the socket for it.
-    assert_eq!(response.echo().header("x-real-ip"), Some("127.0.0.1"));
-    assert_eq!(response.echo().header("x-forwarded-for"), Some("127.0.0.1"));
     wait_parked(&proxy, 1).await;
 
     // A body larger than one read, after parking.
@@ -239,12 +236,71 @@ async fn shutdown_closes_parked_connections() {
 #[tokio::test]
 async fn parked_connection_closed_at_idle_timeout() {
     let mut config = TestProxy::config();
-    config.idle_timeout = Duration::from_millis(600);
+    config.idle_timeout = Duration::from_secs(2);
     let (_upstream, proxy) = echo_proxy_with(config).await;
     let mut stream = parked_connection(&proxy).await;
+    let parked_at = tokio::time::Instant::now();
+
+    // Halfway through the timeout the connection is still parked and open.
+    tokio::time::sleep_until(parked_at + Duration::from_secs(1)).await;
+    assert_eq!(metric_value(&proxy, PARKED), 1);
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buffer)).await;
+    assert!(read.is_err(), "closed before its idle timeout: {read:?}");
 
     expect_closed(&mut stream).await;
+    assert!(parked_at.elapsed() >= Duration::from_millis(1_500));
     assert_eq!(metric_value(&proxy, PARKED), 0);
+}
+
+#[tokio::test]
+async fn resumed_connection_keeps_client_address() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(proxy.http_addr()).await.unwrap();
+
+    for round in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let (status, body) = read_response(&mut stream).await;
+        assert_eq!(status, 200, "round {round}");
+        let echo: Echo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo.header("x-real-ip"), Some("127.0.0.2"), "round {round}");
+        assert_eq!(
+            echo.header("x-forwarded-for"),
+            Some("127.0.0.2"),
+            "round {round}"
+        );
+        wait_parked(&proxy, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn parked_connection_reset_by_client_leaves_lot() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let stream = parked_connection(&proxy).await;
+
+    // A zero linger time makes the close a reset.
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    wait_parked(&proxy, 0).await;
+
+    let _next = parked_connection(&proxy).await;
+}
+
+#[tokio::test]
+async fn parked_connection_half_closed_by_client_is_closed() {
+    let (_upstream, proxy) = echo_proxy().await;
+    let mut stream = parked_connection(&proxy).await;
+
+    stream.shutdown().await.unwrap();
+    wait_parked(&proxy, 0).await;
+    expect_closed(&mut stream).await;
 }
 
 #[tokio::test]
