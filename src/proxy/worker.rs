@@ -467,7 +467,8 @@ async fn run_parking_lot(worker: Rc<WorkerContext>) {
 /// Gives a parked connection with input back to tokio, in a task of its own.
 fn resume(worker: &Rc<WorkerContext>, parked: Parked) {
     // The lot keeps no address. A socket whose peer has reset the connection has none
-    // either, and the connection closes here.
+    // either, and the connection closes here without reading bytes that came before the
+    // reset. A connection that was never parked would still pass those on.
     let client = match parked.socket.peer_addr() {
         Ok(client) => client,
         Err(error) => {
