@@ -37,7 +37,7 @@ cd "$repo"
 export PATH="$tools/bin:$PATH"
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,keep-text-section-prefix"
 host="$(rustc -vV | sed -n 's/^host: //p')"
-binary="$repo/target/$host/release/gangway"
+binary="$(cargo_target_dir)/$host/release/gangway"
 
 log "PGO step 1 of 3: instrumented build (cargo pgo build)"
 # cargo pgo build also empties target/pgo-profiles: counts from an earlier build would not

@@ -48,7 +48,8 @@ build_gangway() {
     # Quick mode builds the benchmarks in the same cargo run instead, so that the
     # dependencies compile once. Its copy then carries those features, which is harmless
     # because quick mode measures no speed.
-    local targets=(--bin gangway) built="$repo/target/release/gangway"
+    local targets=(--bin gangway) built
+    built="$(cargo_target_dir)/release/gangway"
     if $pgo; then
         # pgo-build.sh builds into target/<host triple>/release, so target/release/gangway
         # stays as it was.

@@ -17,6 +17,13 @@ require_install_allowed() {
     fi
 }
 
+# Prints cargo's target directory for the repository, which CARGO_TARGET_DIR or a cargo
+# configuration may move away from "$repo/target".
+cargo_target_dir() {
+    (cd "$repo" && cargo metadata --format-version 1 --no-deps) |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 # The load generator and the upstream run on CPU 1 and the proxies on CPU 0, unless the
 # machine has one CPU only.
 client_cpus=1
