@@ -446,7 +446,7 @@ impl Publisher {
             store: Arc::new(store),
             report,
         })));
-        // The previous store, and the previous snapshot unless a request still holds it,
+        // The previous store, and the previous snapshot unless a request still uses it,
         // were freed on this thread. They would stay in its allocator cache until it
         // allocates or frees enough again.
         crate::alloc::release_thread_cache();

@@ -363,8 +363,8 @@ impl Publisher {
             "published snapshot"
         );
         self.log_problem_changes(problems);
-        // The compile's garbage sits in this thread's allocator cache until the next publish,
-        // which may be hours away.
+        // The compile's garbage and the previous snapshot would stay in this thread's
+        // allocator cache until the thread allocates again, at the next publish.
         drop(store);
         crate::alloc::release_thread_cache();
     }

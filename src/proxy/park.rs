@@ -184,6 +184,7 @@ struct Ticks {
 }
 
 impl Ticks {
+    /// Returns the clock's reading at `instant`.
     fn at(&self, instant: Instant) -> u32 {
         // Truncating to 32 bits is the wrap.
         instant.saturating_duration_since(self.epoch).as_millis() as u32
@@ -192,6 +193,11 @@ impl Ticks {
     /// Time from `ticks` to `now`.
     fn since(&self, ticks: u32, now: Instant) -> Duration {
         Duration::from_millis(u64::from(self.at(now).wrapping_sub(ticks)))
+    }
+
+    /// Returns the instant at which the clock read `ticks`, before `now`.
+    fn instant(&self, ticks: u32, now: Instant) -> Instant {
+        now.checked_sub(self.since(ticks, now)).unwrap_or(now)
     }
 }
 
@@ -292,9 +298,7 @@ impl ParkingLot {
             .iter()
             .filter_map(|event| self.remove(event.data.u64() as usize))
             .map(|slot| Parked {
-                last_active: now
-                    .checked_sub(self.ticks.since(slot.last_active, now))
-                    .unwrap_or(now),
+                last_active: self.ticks.instant(slot.last_active, now),
                 socket: slot.socket,
             })
             .collect()
