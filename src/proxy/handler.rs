@@ -80,6 +80,7 @@ pub(super) async fn handle(
     };
 
     let log = RequestLog {
+        client: connection.client,
         method: &method,
         host: host.as_deref(),
         path: uri.path(),

@@ -17,6 +17,8 @@ const FAILURE_LINES_PER_SECOND: u32 = 20;
 
 /// The fields every log line about a request carries.
 pub(super) struct RequestLog<'a> {
+    /// The client's address and port, as the proxy's socket sees it.
+    pub(super) client: SocketAddr,
     pub(super) method: &'a Method,
     pub(super) host: Option<&'a str>,
     /// The path without the query string, which can carry tokens.
@@ -45,6 +47,7 @@ impl RequestLog<'_> {
     pub(super) fn write_access(&self, status: StatusCode, elapsed: Duration) {
         tracing::info!(
             target: "gangway::access",
+            client = %self.client,
             method = %self.method,
             host = self.host.unwrap_or_default(),
             path = self.path,
@@ -120,6 +123,7 @@ impl FailureLog {
         match failure.kind.side() {
             Side::Upstream => tracing::warn!(
                 kind,
+                client = %log.client,
                 route,
                 host,
                 path = log.path,
@@ -131,6 +135,7 @@ impl FailureLog {
             ),
             Side::Downstream => tracing::debug!(
                 kind,
+                client = %log.client,
                 route,
                 host,
                 path = log.path,

@@ -13,7 +13,11 @@ use http_body_util::Full;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-use super::harness::{TestProxy, backend, one_route, send};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+
+use super::harness::{Collected, TestProxy, backend, one_route, send};
 use super::upstream::{TestUpstream, Transport};
 use crate::snapshot::UpstreamProtocol;
 
@@ -96,14 +100,28 @@ async fn access_event_per_request() {
         &[upstream.address],
     )));
 
+    // From a second loopback address, so that the client field cannot be the proxy's own.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(proxy.http_addr()).await.unwrap();
+    let client = stream.local_addr().unwrap();
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
     // The proxy writes the event before it sends the response head.
-    let response = send(proxy.http_addr(), request_with_id("access-log-on")).await;
+    let response = Collected::read(
+        sender
+            .send_request(request_with_id("access-log-on"))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     assert_eq!(response.status, StatusCode::OK);
     let events = events_for("access-log-on");
     assert_eq!(events.len(), 1, "{events:?}");
     let event = &events[0];
     assert_eq!(event["level"], "INFO");
+    assert_eq!(event["client"], client.to_string());
     assert_eq!(event["method"], "GET");
     assert_eq!(event["host"], "foo.example.com");
     assert_eq!(
