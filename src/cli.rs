@@ -143,8 +143,9 @@ pub struct RunArgs {
     pub client_header_timeout: Duration,
 
     /// Time an idle client connection stays open between requests; the next request head
-    /// must arrive within it.
-    #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    /// must arrive within it. 0 turns keep-alive off: each connection closes after its first
+    /// response.
+    #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout_or_zero)]
     pub idle_timeout: Duration,
 
     /// Time allowed to open a connection to an upstream endpoint.
@@ -155,8 +156,9 @@ pub struct RunArgs {
     #[arg(long, env = "GANGWAY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub upstream_response_timeout: Duration,
 
-    /// Time that requests in flight get to finish after SIGTERM or SIGINT.
-    #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_timeout)]
+    /// Time that requests in flight get to finish after SIGTERM or SIGINT. 0 cuts them at
+    /// once.
+    #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_timeout_or_zero)]
     pub shutdown_timeout: Duration,
 }
 
@@ -278,8 +280,19 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
 /// value would overflow or never expire.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Parses a timeout such as `75s` or `2m`, at most [`MAX_TIMEOUT`].
+/// Parses a timeout such as `75s` or `2m`: more than zero and at most [`MAX_TIMEOUT`]. A
+/// zero connect, response or header timeout would fail every request.
 fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = parse_timeout_or_zero(value)?;
+    if timeout.is_zero() {
+        return Err(format!("invalid duration {value:?}: must be more than 0"));
+    }
+    Ok(timeout)
+}
+
+/// Parses a timeout that may also be zero: an idle timeout of zero turns keep-alive off, and
+/// a shutdown timeout of zero cuts requests in flight at once.
+fn parse_timeout_or_zero(value: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(value)
         .map_err(|error| format!("invalid duration {value:?}: {error}"))?;
     if timeout > MAX_TIMEOUT {
@@ -508,6 +521,14 @@ mod tests {
     }
 
     #[test]
+    fn zero_idle_and_shutdown_timeouts_accepted() {
+        let args = run_args(&["run", "--idle-timeout", "0s", "--shutdown-timeout", "0s"]);
+
+        assert_eq!(args.idle_timeout, Duration::ZERO);
+        assert_eq!(args.shutdown_timeout, Duration::ZERO);
+    }
+
+    #[test]
     fn invalid_values_are_usage_errors() {
         let cases: &[(&str, &[&str])] = &[
             ("duration without unit", &["run", "--idle-timeout", "75"]),
@@ -515,6 +536,18 @@ mod tests {
             (
                 "shutdown timeout that overflows",
                 &["run", "--shutdown-timeout", "600000000y"],
+            ),
+            (
+                "zero header timeout",
+                &["run", "--client-header-timeout", "0s"],
+            ),
+            (
+                "zero connect timeout",
+                &["run", "--upstream-connect-timeout", "0ms"],
+            ),
+            (
+                "zero response timeout",
+                &["run", "--upstream-response-timeout", "0s"],
             ),
             ("address without port", &["run", "--http-listen", "0.0.0.0"]),
             ("zero worker threads", &["run", "--worker-threads", "0"]),

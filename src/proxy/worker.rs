@@ -45,6 +45,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// that has only partly arrived, which is the slow client the timeout is there to cut off.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How often a connection checks whether it is idle when the idle timeout is zero, which
+/// turns keep-alive off.
+const KEEP_ALIVE_OFF_CHECK: Duration = Duration::from_secs(1);
+
 /// Read-only state that every worker shares.
 pub(super) struct Shared {
     pub(super) config: ProxyConfig,
@@ -243,7 +247,11 @@ impl Connection {
             return None;
         }
         let limit = if self.requests.get() == 0 {
-            config.client_header_timeout.min(config.idle_timeout)
+            // An idle timeout of zero turns keep-alive off and leaves the first request alone.
+            match config.idle_timeout {
+                Duration::ZERO => config.client_header_timeout,
+                idle => config.client_header_timeout.min(idle),
+            }
         } else {
             config.idle_timeout
         };
@@ -270,7 +278,16 @@ impl Drop for InFlight {
     }
 }
 
-fn server_builder() -> auto::Builder<LocalExec> {
+/// Builds the server for TLS connections and for plain ones that start with the HTTP/2
+/// preface.
+///
+/// HTTP/1 connections accept a half-close: a client may send its request and then shut down
+/// its write side, as `nc -N` does, and still get the response. Without it hyper takes the
+/// end of input during a request as a lost client and drops the response. A client that went away completely is found when the response is
+/// written, and the upstream wait stays bounded by the response timeout.
+///
+/// Without `keep_alive`, each HTTP/1 response carries `Connection: close`.
+fn server_builder(keep_alive: bool) -> auto::Builder<LocalExec> {
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
@@ -279,19 +296,21 @@ fn server_builder() -> auto::Builder<LocalExec> {
         // run from the end of each response, so it would also close idle keep-alive
         // connections at the header timeout, and it costs a timer per request.
         .header_read_timeout(None)
-        .keep_alive(true);
+        .half_close(true)
+        .keep_alive(keep_alive);
     builder.http2().timer(TokioTimer::new());
     builder
 }
 
 /// Builds an HTTP/1.1 server with the settings of [`server_builder`], for connections
 /// served without it.
-fn http1_builder() -> http1::Builder {
+fn http1_builder(keep_alive: bool) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .keep_alive(true);
+        .half_close(true)
+        .keep_alive(keep_alive);
     builder
 }
 
@@ -309,8 +328,8 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
         counters: CounterCache::new(shared.live.metrics().clone()),
         failure_log: FailureLog::new(),
         tasks: TaskTracker::new(),
-        http1: http1_builder(),
-        builder: server_builder(),
+        http1: http1_builder(!config.idle_timeout.is_zero()),
+        builder: server_builder(!config.idle_timeout.is_zero()),
         lot: ParkingLot::new(shared.live.metrics().downstream_connections_parked.clone())
             .inspect_err(|error| {
                 tracing::warn!(error = %error, "idle connections cannot be parked outside their tasks");
@@ -648,10 +667,19 @@ where
     let mut drop_at: Option<Instant> = None;
     loop {
         // While a request is in flight there is no idle deadline; the check runs again after
-        // `idle_timeout`, by which time the request may have ended.
-        let idle_deadline = connection
-            .idle_deadline(config)
-            .unwrap_or_else(|| Instant::now() + config.idle_timeout);
+        // `idle_timeout`, by which time the request may have ended. With keep-alive off it
+        // runs every second, so that an HTTP/2 connection closes within a second of its last
+        // stream, and a long request does not wake the loop at every turn of the runtime.
+        let idle_deadline = if config.idle_timeout.is_zero() {
+            let recheck = Instant::now() + KEEP_ALIVE_OFF_CHECK;
+            connection
+                .idle_deadline(config)
+                .map_or(recheck, |deadline| deadline.min(recheck))
+        } else {
+            connection
+                .idle_deadline(config)
+                .unwrap_or_else(|| Instant::now() + config.idle_timeout)
+        };
         // With a request in flight, the parking check runs again after `park_after`.
         let park_deadline = park.map(|park| {
             connection

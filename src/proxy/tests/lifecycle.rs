@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::harness::{
-    Collected, TestProxy, backend, get, h2c_client, http1_client, metric_value, one_route,
+    Collected, TestProxy, TlsClient, backend, get, h2c_client, http1_client, metric_value,
+    one_route,
 };
 use super::upstream::{TestUpstream, Transport, full_body};
 use crate::snapshot::{Snapshot, UpstreamProtocol};
@@ -168,6 +169,63 @@ async fn shutdown_timeout_bounds_the_drain() {
     assert!(outcome.is_err(), "the cut request fails instead of hanging");
 }
 
+/// Writes a complete request on `stream`, shuts down its write side, and returns everything
+/// the proxy sends until it closes the connection.
+async fn request_then_half_close<S>(mut stream: S) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("the proxy closes the connection after its response")
+        .expect("the connection ends without an error");
+    String::from_utf8(received).unwrap()
+}
+
+#[tokio::test]
+async fn client_half_closed_after_request_gets_response() {
+    // The upstream answers after the proxy has seen the client's end of input, so the
+    // request is still in flight when the half-close arrives.
+    let (upstream, _started) = slow_upstream(Duration::from_millis(200)).await;
+    let proxy = TestProxy::start(snapshot_to(&upstream, UpstreamProtocol::Http1));
+
+    let plain = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    let received = request_then_half_close(plain).await;
+    assert!(received.starts_with("HTTP/1.1 200"), "plain: {received:?}");
+    assert!(received.ends_with("finished"), "plain: {received:?}");
+
+    // Over TLS, the shutdown sends close_notify before the TCP half-close.
+    let tls = TlsClient::connect(proxy.https_addr(), "foo.example.com", &[b"http/1.1"]).await;
+    let received = request_then_half_close(tls.stream).await;
+    assert!(received.starts_with("HTTP/1.1 200"), "TLS: {received:?}");
+    assert!(received.ends_with("finished"), "TLS: {received:?}");
+}
+
+/// Sends one request on a new HTTP/2 connection to `address`, checks that it succeeds, and
+/// returns whether the proxy closes the connection within [`WAIT`].
+async fn http2_request_then_close(address: std::net::SocketAddr) -> bool {
+    let mut sender = h2c_client::<Empty<Bytes>>(address).await;
+    let request = Request::get("http://foo.example.com/")
+        .body(Empty::new())
+        .unwrap();
+    let response = Collected::read(sender.send_request(request).await.unwrap()).await;
+    assert_eq!(response.status, StatusCode::OK);
+
+    tokio::time::timeout(WAIT, async {
+        while !sender.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 #[tokio::test]
 async fn idle_http2_connection_closed() {
     let upstream = TestUpstream::echo("echo", Transport::Plain).await;
@@ -175,20 +233,8 @@ async fn idle_http2_connection_closed() {
     config.idle_timeout = Duration::from_millis(300);
     let proxy = TestProxy::start_with(config, snapshot_to(&upstream, UpstreamProtocol::Http1));
 
-    let mut sender = h2c_client::<Empty<Bytes>>(proxy.http_addr()).await;
-    let request = Request::get("http://foo.example.com/")
-        .body(Empty::new())
-        .unwrap();
-    let response = Collected::read(sender.send_request(request).await.unwrap()).await;
-    assert_eq!(response.status, StatusCode::OK);
-
-    let closed = tokio::time::timeout(WAIT, async {
-        while !sender.is_closed() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the idle HTTP/2 connection stays open");
+    let closed = http2_request_then_close(proxy.http_addr()).await;
+    assert!(closed, "the idle HTTP/2 connection stays open");
 }
 
 #[tokio::test]
@@ -208,6 +254,39 @@ async fn idle_http1_connection_closed() {
     assert_eq!(&head, b"HTTP/1.1 200");
 
     expect_closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn zero_idle_timeout_turns_keep_alive_off() {
+    let upstream = TestUpstream::echo("echo", Transport::Plain).await;
+    let mut config = TestProxy::config();
+    config.idle_timeout = Duration::ZERO;
+    let proxy = TestProxy::start_with(config, snapshot_to(&upstream, UpstreamProtocol::Http1));
+
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    // The first request still has the client header timeout, not zero.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("the proxy closes the connection after its response")
+        .unwrap();
+    let received = String::from_utf8(received).unwrap();
+    assert!(received.starts_with("HTTP/1.1 200"), "{received:?}");
+    let head = received
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase()
+        + "\r\n";
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head:?}");
+
+    let closed = http2_request_then_close(proxy.http_addr()).await;
+    assert!(closed, "the HTTP/2 connection stays open after its stream");
 }
 
 #[tokio::test]
