@@ -143,7 +143,7 @@ def main(argv: list[str]) -> int:
 
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     rows = report.build_rows(results, compiler_figures)
-    table = report.render_text(rows)
+    table = report.render_text(rows, quick=args.quick)
     print()
     print(table)
     for note in notes:
@@ -230,7 +230,7 @@ def results_markdown(record: dict, rows: list[report.Row], failures: list) -> st
         f"after: {' '.join(record['load_average_after'])}.",
         "- Versions: " + "; ".join(f"{name} `{version}`" for name, version in record["versions"].items()) + ".",
         "",
-        report.render_markdown(rows),
+        report.render_markdown(rows, quick=record["quick"]),
         "",
     ]
     for note in record["notes"]:

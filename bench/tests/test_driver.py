@@ -222,6 +222,14 @@ class ReportTest(unittest.TestCase):
         [row] = self.rows_with_rps(125.0)
         self.assertFalse(row.met)
 
+    def test_quick_run_judges_no_target(self):
+        [row] = self.rows_with_rps(125.0)
+        [_, quick_line] = report.render_text([row], quick=True).splitlines()[1:]
+        [_, full_line] = report.render_text([row]).splitlines()[1:]
+        self.assertTrue(quick_line.endswith("not judged (quick)"), quick_line)
+        self.assertTrue(full_line.endswith("MISSED"), full_line)
+        self.assertIn("| not judged (quick) |", report.render_markdown([row], quick=True))
+
     def test_missing_figure_is_not_checked(self):
         results = report.Results()
         results.add("http1_connections", "nginx", {"rps": 100.0})
