@@ -160,6 +160,11 @@ pub struct RunArgs {
     /// once.
     #[arg(long, env = "GANGWAY_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_timeout_or_zero)]
     pub shutdown_timeout: Duration,
+
+    /// Time an upgraded connection, such as a WebSocket, may carry no bytes in either
+    /// direction before it is closed.
+    #[arg(long, env = "GANGWAY_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_timeout)]
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Group id of the cluster-mode flags, which `--manifests` conflicts with.
@@ -385,6 +390,7 @@ mod tests {
         assert_eq!(args.upstream_connect_timeout, Duration::from_secs(5));
         assert_eq!(args.upstream_response_timeout, Duration::from_secs(60));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(args.tunnel_idle_timeout, Duration::from_secs(3600));
         assert_eq!(args.cluster.kubeconfig, None);
         assert_eq!(args.cluster.watch_namespace, None);
         assert_eq!(args.cluster.publish_service, None);
@@ -548,6 +554,10 @@ mod tests {
             (
                 "zero response timeout",
                 &["run", "--upstream-response-timeout", "0s"],
+            ),
+            (
+                "zero tunnel timeout",
+                &["run", "--tunnel-idle-timeout", "0s"],
             ),
             ("address without port", &["run", "--http-listen", "0.0.0.0"]),
             ("zero worker threads", &["run", "--worker-threads", "0"]),

@@ -107,6 +107,7 @@ fn serve_demo(args: &DemoArgs) -> Result<(), DemoError> {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
+            tunnel_idle_timeout: crate::proxy::DEFAULT_TUNNEL_IDLE_TIMEOUT,
             access_log: true,
             park_after: crate::proxy::DEFAULT_PARK_AFTER,
         },

@@ -155,6 +155,7 @@ pub fn proxy_config(args: &RunArgs) -> ProxyConfig {
         upstream_connect_timeout: args.upstream_connect_timeout,
         upstream_response_timeout: args.upstream_response_timeout,
         shutdown_timeout: args.shutdown_timeout,
+        tunnel_idle_timeout: args.tunnel_idle_timeout,
         access_log: args.access_log,
         park_after: crate::proxy::DEFAULT_PARK_AFTER,
     }

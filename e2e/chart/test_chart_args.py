@@ -26,6 +26,7 @@ DEFAULT_FLAGS = {
     "--upstream-connect-timeout": "5s",
     "--upstream-response-timeout": "60s",
     "--shutdown-timeout": "25s",
+    "--tunnel-idle-timeout": "1h",
     "--publish-service": "gangway/gangway",
     "--leader-election-namespace": "gangway",
     "--leader-election-lease": "gangway-leader",
@@ -54,6 +55,7 @@ def test_flags_follow_controller_values(render_chart: Renderer) -> None:
             "upstreamConnectTimeout": "500ms",
             "upstreamResponseTimeout": "1h",
             "shutdownTimeout": "20s",
+            "tunnelIdleTimeout": "15m",
             "watchNamespace": "apps",
         },
         "ingressClass": {"name": "edge"},
@@ -76,6 +78,7 @@ def test_flags_follow_controller_values(render_chart: Renderer) -> None:
         "--upstream-connect-timeout": "500ms",
         "--upstream-response-timeout": "1h",
         "--shutdown-timeout": "20s",
+        "--tunnel-idle-timeout": "15m",
         "--watch-namespace": "apps",
     }
     for flag, value in expected.items():

@@ -6,7 +6,9 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -16,6 +18,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::body::{RequestBody, ResponseBody};
@@ -722,9 +725,14 @@ fn finish_upgrade(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        context
-            .worker
-            .spawn_tunnel(tunnel(downstream_upgrade, upstream_upgrade));
+        let idle_timeout = context.worker.shared.config.tunnel_idle_timeout;
+        let client = context.connection.client;
+        context.worker.spawn_tunnel(tunnel(
+            downstream_upgrade,
+            upstream_upgrade,
+            idle_timeout,
+            client,
+        ));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
     *response.version_mut() = context.version;
@@ -733,23 +741,99 @@ fn finish_upgrade(
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections until either
-/// side closes.
-async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+/// side closes, or until neither side has sent a byte for `idle_timeout`.
+async fn tunnel(
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: std::time::Duration,
+    client: SocketAddr,
+) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
         Ok(upgraded) => upgraded,
         Err(error) => {
-            tracing::debug!(error = %error, "failed to take over upgraded connections");
+            tracing::debug!(%client, error = %error, "failed to take over upgraded connections");
             return;
         }
     };
-    let mut downstream = TokioIo::new(downstream);
-    let mut upstream = TokioIo::new(upstream);
-    // TODO: close tunnels that carry no bytes for `idle_timeout`, as nginx's
-    // `proxy_read_timeout` does for WebSocket connections.
-    match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-        Ok((sent, received)) => {
-            tracing::debug!(sent, received, "upgraded connection closed");
+    // Every byte that crosses the tunnel is read from one side first, so the reads alone
+    // tell when it last carried traffic.
+    let last_read = Rc::new(Cell::new(Instant::now()));
+    let mut downstream = ReadClock::new(TokioIo::new(downstream), &last_read);
+    let mut upstream = ReadClock::new(TokioIo::new(upstream), &last_read);
+    let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        let deadline = last_read.get() + idle_timeout;
+        tokio::select! {
+            result = copy.as_mut() => {
+                match result {
+                    Ok((sent, received)) => {
+                        tracing::debug!(%client, sent, received, "upgraded connection closed");
+                    }
+                    Err(error) => {
+                        tracing::debug!(%client, error = %error, "upgraded connection failed");
+                    }
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if last_read.get() + idle_timeout <= Instant::now() {
+                    tracing::debug!(
+                        %client,
+                        idle_timeout = ?idle_timeout,
+                        "closing upgraded connection that carried no bytes"
+                    );
+                    return;
+                }
+            }
         }
-        Err(error) => tracing::debug!(error = %error, "upgraded connection failed"),
+    }
+}
+
+/// One side of a tunnel, which records the time of every read that returns bytes.
+struct ReadClock<T> {
+    io: T,
+    last_read: Rc<Cell<Instant>>,
+}
+
+impl<T> ReadClock<T> {
+    fn new(io: T, last_read: &Rc<Cell<Instant>>) -> Self {
+        Self {
+            io,
+            last_read: last_read.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadClock<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last_read.set(Instant::now());
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadClock<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

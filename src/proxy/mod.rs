@@ -40,6 +40,11 @@ pub use tls::generate_default_certificate;
 /// connections are not parked.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
+/// Default of [`ProxyConfig::tunnel_idle_timeout`]. nginx closes a WebSocket after 60 s in
+/// which the upstream sent nothing (`proxy_read_timeout`), and the usual advice to
+/// ingress-nginx users with WebSockets is to raise that to 3600 s.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -72,6 +77,9 @@ pub struct ProxyConfig {
     pub upstream_response_timeout: Duration,
     /// Time in-flight requests get to finish after shutdown starts.
     pub shutdown_timeout: Duration,
+    /// Time an upgraded connection, such as a WebSocket, may carry no bytes in either
+    /// direction before the proxy closes it.
+    pub tunnel_idle_timeout: Duration,
     /// Emit one `gangway::access` event per request.
     pub access_log: bool,
     /// Time an idle plain HTTP/1.1 connection keeps its HTTP state before it is parked:
@@ -95,6 +103,7 @@ impl Default for ProxyConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(25),
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             access_log: true,
             park_after: DEFAULT_PARK_AFTER,
         }
@@ -271,6 +280,7 @@ mod config_tests {
         assert_eq!(config.upstream_connect_timeout, Duration::from_secs(5));
         assert_eq!(config.upstream_response_timeout, Duration::from_secs(60));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(config.tunnel_idle_timeout, Duration::from_secs(3600));
         assert!(config.access_log);
     }
 

@@ -25,6 +25,7 @@ contexts and the default anti-affinity.
 {{- $args = append $args (printf "--upstream-connect-timeout=%s" $c.upstreamConnectTimeout) }}
 {{- $args = append $args (printf "--upstream-response-timeout=%s" $c.upstreamResponseTimeout) }}
 {{- $args = append $args (printf "--shutdown-timeout=%s" $c.shutdownTimeout) }}
+{{- $args = append $args (printf "--tunnel-idle-timeout=%s" $c.tunnelIdleTimeout) }}
 {{- if $c.watchNamespace }}
 {{- $args = append $args (printf "--watch-namespace=%s" $c.watchNamespace) }}
 {{- end }}

@@ -156,6 +156,7 @@ impl TestProxy {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            tunnel_idle_timeout: Duration::from_secs(10),
             access_log: true,
             // Short, so that most tests also park and resume connections between requests.
             park_after: Duration::from_millis(100),

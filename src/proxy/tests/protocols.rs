@@ -237,6 +237,52 @@ async fn websocket_echo_through_upgrade() {
     socket.close(None).await.unwrap();
 }
 
+#[tokio::test]
+async fn idle_websocket_tunnel_closed() {
+    let server = websocket_echo_server().await;
+    let websocket = backend("ws", UpstreamProtocol::Http1, &[server]);
+    let mut config = TestProxy::config();
+    config.tunnel_idle_timeout = Duration::from_millis(400);
+    let proxy = TestProxy::start_with(config, one_route(&websocket));
+
+    let stream = tokio::net::TcpStream::connect(proxy.http_addr())
+        .await
+        .unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async("ws://foo.example.com/chat", stream)
+        .await
+        .expect("WebSocket handshake through the proxy");
+
+    // Traffic every 100 ms, for three times the timeout, keeps the tunnel open.
+    let mut last_echo = std::time::Instant::now();
+    for round in 0..12 {
+        let text = format!("message {round}");
+        socket.send(Message::text(text.clone())).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("echo arrives in time")
+            .expect("the tunnel is open")
+            .unwrap();
+        assert_eq!(echoed, Message::text(text));
+        last_echo = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Then silence: the proxy closes the tunnel, without a close frame, 400 ms after it
+    // read the last echo, which was just before the client received it.
+    let ended = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("the idle tunnel is closed");
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{ended:?}"
+    );
+    let quiet = last_echo.elapsed();
+    assert!(
+        quiet >= Duration::from_millis(350),
+        "closed {quiet:?} after the last echo, before the timeout"
+    );
+}
+
 /// Runs `curl` with `args` and returns its standard output; `%{http_version}` and the body
 /// are what the tests read.
 async fn curl(args: &[String]) -> String {
