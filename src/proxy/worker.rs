@@ -49,6 +49,9 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// turns keep-alive off.
 const KEEP_ALIVE_OFF_CHECK: Duration = Duration::from_secs(1);
 
+/// Shortest wait between idle checks of a connection with a request in flight.
+const MIN_IDLE_RECHECK: Duration = Duration::from_millis(100);
+
 /// Read-only state that every worker shares.
 pub(super) struct Shared {
     pub(super) config: ProxyConfig,
@@ -281,10 +284,10 @@ impl Drop for InFlight {
 /// Builds the server for TLS connections and for plain ones that start with the HTTP/2
 /// preface.
 ///
-/// HTTP/1 connections accept a half-close: a client may send its request and then shut down
-/// its write side, as `nc -N` does, and still get the response. Without it hyper takes the
-/// end of input during a request as a lost client and drops the response. A client that went away completely is found when the response is
-/// written, and the upstream wait stays bounded by the response timeout.
+/// hyper's `half_close` stays off: a client that shuts down its write side while its request
+/// is in flight is taken as gone, and the request is cancelled, as nginx does under its
+/// default `proxy_ignore_client_abort off`. With half-closes allowed, a client that vanished
+/// during a quiet streaming response would hold both connections until the upstream wrote.
 ///
 /// Without `keep_alive`, each HTTP/1 response carries `Connection: close`.
 fn server_builder(keep_alive: bool) -> auto::Builder<LocalExec> {
@@ -296,7 +299,6 @@ fn server_builder(keep_alive: bool) -> auto::Builder<LocalExec> {
         // run from the end of each response, so it would also close idle keep-alive
         // connections at the header timeout, and it costs a timer per request.
         .header_read_timeout(None)
-        .half_close(true)
         .keep_alive(keep_alive);
     builder.http2().timer(TokioTimer::new());
     builder
@@ -309,7 +311,6 @@ fn http1_builder(keep_alive: bool) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .half_close(true)
         .keep_alive(keep_alive);
     builder
 }
@@ -667,9 +668,10 @@ where
     let mut drop_at: Option<Instant> = None;
     loop {
         // While a request is in flight there is no idle deadline; the check runs again after
-        // `idle_timeout`, by which time the request may have ended. With keep-alive off it
-        // runs every second, so that an HTTP/2 connection closes within a second of its last
-        // stream, and a long request does not wake the loop at every turn of the runtime.
+        // `idle_timeout`, by which time the request may have ended, but no more often than
+        // every `MIN_IDLE_RECHECK`, so that a long request does not wake the loop at every
+        // turn of the runtime. With keep-alive off it runs every second, so that an HTTP/2
+        // connection closes within a second of its last stream.
         let idle_deadline = if config.idle_timeout.is_zero() {
             let recheck = Instant::now() + KEEP_ALIVE_OFF_CHECK;
             connection
@@ -678,7 +680,7 @@ where
         } else {
             connection
                 .idle_deadline(config)
-                .unwrap_or_else(|| Instant::now() + config.idle_timeout)
+                .unwrap_or_else(|| Instant::now() + config.idle_timeout.max(MIN_IDLE_RECHECK))
         };
         // With a request in flight, the parking check runs again after `park_after`.
         let park_deadline = park.map(|park| {
