@@ -40,9 +40,9 @@ pub use tls::generate_default_certificate;
 /// connections are not parked.
 pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// Default of [`ProxyConfig::tunnel_idle_timeout`]. nginx closes a WebSocket after 60 s in
-/// which the upstream sent nothing (`proxy_read_timeout`), and the usual advice to
-/// ingress-nginx users with WebSockets is to raise that to 3600 s.
+/// Default of [`ProxyConfig::tunnel_idle_timeout`]. nginx closes a WebSocket after 60 s
+/// without traffic (`proxy_read_timeout`), and the usual advice to ingress-nginx users with
+/// WebSockets is to raise that to 3600 s.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Settings of the data plane.

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -278,9 +279,66 @@ async fn idle_websocket_tunnel_closed() {
     );
     let quiet = last_echo.elapsed();
     assert!(
-        quiet >= Duration::from_millis(350),
+        quiet >= Duration::from_millis(300),
         "closed {quiet:?} after the last echo, before the timeout"
     );
+}
+
+#[tokio::test]
+async fn idle_tunnel_closes_upstream_side() {
+    // A raw upstream that accepts the upgrade, then reports how long it waited for the proxy
+    // to close the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (closed, mut closed_receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0);
+            head.extend_from_slice(&buffer[..read]);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !matches!(stream.read(&mut buffer).await, Ok(0) | Err(_)) {}
+        let _ = closed.send(started.elapsed());
+    });
+    let upstream = backend("raw", UpstreamProtocol::Http1, &[address]);
+    let mut config = TestProxy::config();
+    config.tunnel_idle_timeout = Duration::from_millis(300);
+    let proxy = TestProxy::start_with(config, one_route(&upstream));
+
+    let mut client = tokio::net::TcpStream::connect(proxy.http_addr())
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: foo.example.com\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let read = client.read(&mut buffer).await.unwrap();
+    let head = String::from_utf8_lossy(&buffer[..read]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+
+    let upstream_idle = tokio::time::timeout(Duration::from_secs(5), closed_receiver.recv())
+        .await
+        .expect("the proxy closes the upstream side")
+        .unwrap();
+    assert!(
+        upstream_idle >= Duration::from_millis(250),
+        "{upstream_idle:?}"
+    );
+    let client_end = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer))
+        .await
+        .expect("the proxy closes the client side");
+    assert!(matches!(client_end, Ok(0) | Err(_)), "{client_end:?}");
 }
 
 /// Runs `curl` with `args` and returns its standard output; `%{http_version}` and the body
