@@ -22,13 +22,14 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// memory. At about 100 bytes per node it allows documents of several hundred MB.
 const MAX_NODES_PER_DOCUMENT: usize = 4_000_000;
 
-/// Maximum number of parser events that YAML aliases may replay in one document, which bounds
-/// the "billion laughs" attack. Under serde-saphyr's default of 1,000,000, `gangway check` on
-/// the nine-level file of the standalone test `hostile_files_do_not_crash` took 10.8 s in a
-/// debug build on a 2-core AMD EPYC machine before it failed, and 1.1 s under this limit.
-/// Real manifests rarely use anchors; this still lets a document repeat a 100-node block a
-/// thousand times.
-const MAX_ALIAS_REPLAYED_EVENTS: usize = 100_000;
+/// Maximum number of nodes that YAML aliases may expand into in one file, which bounds the
+/// "billion laughs" attack. The limit covers the whole file because its documents are parsed
+/// one at a time. Under serde-saphyr's default limit, 1,000,000 replayed events per document,
+/// `gangway check` took 10.8 s to reject the nine-level file of the standalone test
+/// `hostile_files_do_not_crash`. Under this one it took 1.2 s, and 1.1 s for a file of 1,000
+/// five-level documents (debug build, 2-core AMD EPYC machine). Real manifests rarely use
+/// anchors; this still lets a file repeat a 100-node block a thousand times.
+const MAX_ALIAS_NODES_PER_FILE: usize = 100_000;
 
 /// One object Gangway reads.
 #[derive(Clone, Debug)]
@@ -108,26 +109,38 @@ pub fn parse_manifests(text: &str) -> ParsedFile {
 }
 
 fn parse_with_limit(text: &str, max_nodes: usize) -> ParsedFile {
-    // Every node produces at least one parser event, and a mapping or sequence two.
-    let options = serde_saphyr::options!(
-        budget: serde_saphyr::budget!(max_nodes: max_nodes, max_events: max_nodes * 4),
-        alias_limits: serde_saphyr::alias_limits!(
-            max_total_replayed_events: MAX_ALIAS_REPLAYED_EVENTS,
-        ),
-    );
     let mut parsed = ParsedFile::default();
+    // What is left of the file's alias budget. A document that may use aliases is charged
+    // every node it yields, an upper bound of what its aliases replayed.
+    let mut alias_nodes_left = MAX_ALIAS_NODES_PER_FILE;
     for (index, (first_line, document)) in split_documents(text).into_iter().enumerate() {
         let number = index + 1;
-        let value: Value = match serde_saphyr::from_str_with_options(document, options.clone()) {
+        let uses_aliases = may_use_aliases(document);
+        // Every node produces at least one parser event, and a mapping or sequence two.
+        let options = serde_saphyr::options!(
+            budget: serde_saphyr::budget!(max_nodes: max_nodes, max_events: max_nodes * 4),
+            alias_limits: serde_saphyr::alias_limits!(
+                max_total_replayed_events: alias_nodes_left,
+            ),
+        );
+        let value: Value = match serde_saphyr::from_str_with_options(document, options) {
             Ok(value) => value,
             Err(error) => {
                 parsed.errors.push(ParseError {
                     document: number,
                     message: yaml_error_message(&error, first_line, max_nodes),
                 });
+                // The file's alias budget is spent. Every later document with aliases would
+                // fail the same way, so the file gets one error instead of one per document.
+                if is_alias_limit(&error) {
+                    break;
+                }
                 continue;
             }
         };
+        if uses_aliases {
+            alias_nodes_left = alias_nodes_left.saturating_sub(count_nodes(&value));
+        }
         if value.is_null() {
             continue;
         }
@@ -186,6 +199,13 @@ fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize, max_nodes:
              split it into several documents or files"
         );
     }
+    if is_alias_limit(error) {
+        return format!(
+            "the YAML aliases of the document that starts at line {first_line} expand beyond \
+             the file's limit of {MAX_ALIAS_NODES_PER_FILE} nodes, a limit against alias bombs; \
+             write the repeated parts out or use fewer aliases"
+        );
+    }
     let message = DefaultMessageFormatter.format_message(error);
     let message = first_line_of(&message);
     match error.location() {
@@ -197,6 +217,43 @@ fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize, max_nodes:
             )
         }
         _ => format!("invalid YAML in the document that starts at line {first_line}: {message}"),
+    }
+}
+
+/// Returns true when `document` may contain a YAML alias: a `*` at the start of a node,
+/// after whitespace or a flow indicator. A `*` inside a quoted string or a comment can also
+/// match, which only charges the document against the alias budget.
+fn may_use_aliases(document: &str) -> bool {
+    let bytes = document.as_bytes();
+    bytes.iter().enumerate().any(|(index, byte)| {
+        *byte == b'*'
+            && (index == 0 || matches!(bytes[index - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b','))
+    })
+}
+
+/// Returns the number of nodes in `value`: scalars, sequences and mappings, keys excluded.
+fn count_nodes(value: &Value) -> usize {
+    let mut count = 0;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        count += 1;
+        match value {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// Returns true when `error` reports the alias replay limit. serde-saphyr wraps an error
+/// raised inside an aliased node in `AliasError`, which keeps only the message. So the
+/// message is matched, and if its wording changes, the parser's own message is shown.
+fn is_alias_limit(error: &serde_saphyr::Error) -> bool {
+    match error.without_snippet() {
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. } => true,
+        serde_saphyr::Error::AliasError { msg, .. } => msg.contains("alias replay limit exceeded"),
+        _ => false,
     }
 }
 
@@ -438,13 +495,46 @@ items:
         let parsed = parse_manifests(&nested_aliases(5));
 
         assert_eq!(parsed.errors.len(), 1);
-        assert!(
-            parsed.errors[0]
-                .message
-                .contains("alias replay limit exceeded"),
-            "{}",
-            parsed.errors[0].message
+        assert_eq!(
+            parsed.errors[0].message,
+            "the YAML aliases of the document that starts at line 1 expand beyond the file's \
+             limit of 100000 nodes, a limit against alias bombs; write the repeated parts out or \
+             use fewer aliases"
         );
+    }
+
+    #[test]
+    fn alias_limit_counts_the_whole_file() {
+        // Each document expands to 10^4 scalars, well under the limit, but twelve of them
+        // together are over it. Parsing stops at the first document over the limit.
+        let plain = "apiVersion: v1\nkind: Service\nmetadata: {name: plain}\n";
+        let mut text = String::new();
+        for _ in 0..12 {
+            text.push_str(&nested_aliases(4));
+            text.push_str("---\n");
+        }
+        text.push_str(plain);
+
+        let parsed = parse_manifests(&text);
+
+        // Each document is charged all of its nodes, about 12,000, so the budget runs out
+        // after seven or eight of them.
+        assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+        assert!(
+            (6..=10).contains(&parsed.errors[0].document),
+            "{:?}",
+            parsed.errors
+        );
+        assert!(parsed.objects.is_empty());
+    }
+
+    #[test]
+    fn alias_detection_skips_paths_and_hosts() {
+        assert!(may_use_aliases("a: *anchor"));
+        assert!(may_use_aliases("a: [x, *anchor]"));
+        assert!(may_use_aliases("*anchor"));
+        assert!(!may_use_aliases("path: /api/*"));
+        assert!(!may_use_aliases("host: \"*.example.com\""));
     }
 
     #[test]
