@@ -143,8 +143,8 @@ pub struct RunArgs {
     pub client_header_timeout: Duration,
 
     /// Time an idle client connection stays open between requests; the next request head
-    /// must arrive within it. 0 turns keep-alive off: each connection closes after its first
-    /// response.
+    /// must arrive within it. 0 turns keep-alive off: an HTTP/1 connection closes after its
+    /// first response, an HTTP/2 connection within a second after its streams end.
     #[arg(long, env = "GANGWAY_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout_or_zero)]
     pub idle_timeout: Duration,
 

@@ -14,7 +14,8 @@ pub struct RequestLabels {
     pub ingress: String,
     /// `<namespace>/<name>` of the Service, or empty when no backend was chosen.
     pub service: String,
-    /// HTTP status code sent downstream.
+    /// HTTP status code sent downstream, or 499 for a request whose client closed the
+    /// connection before the response.
     pub code: u16,
 }
 

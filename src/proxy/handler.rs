@@ -61,10 +61,24 @@ pub(super) async fn handle(
     // The request moves upstream, so the log keeps its own copy; cloning a URI copies no text.
     let uri = parts.uri.clone();
     let downstream_version = parts.version;
+    // With keep-alive off (a zero idle timeout) hyper closes every connection after its
+    // response, so the response must not claim otherwise.
     let http10_keep_alive = downstream_version == Version::HTTP_10
+        && !worker.shared.config.idle_timeout.is_zero()
         && headers::connection_lists(&parts.headers, "keep-alive");
 
-    let mut exchange = Exchange::default();
+    let mut unanswered = Unanswered {
+        worker: &worker,
+        client: connection.client,
+        method: &method,
+        host: host.as_deref(),
+        uri: &uri,
+        request_id: &request_id,
+        generation: snapshot.generation,
+        started,
+        exchange: Exchange::default(),
+        answered: false,
+    };
     let context = RequestContext {
         worker: &worker,
         connection: &connection,
@@ -77,10 +91,12 @@ pub(super) async fn handle(
     let outcome = match snapshot.lookup_route(host.as_deref(), uri.path()) {
         RouteLookup::NotFound => Err(Failure::new(FailureKind::NoRoute)),
         RouteLookup::Matched { route, .. } => {
-            exchange.route = Some(route);
-            serve_route(&context, route, parts, body, &mut exchange).await
+            unanswered.exchange.route = Some(route);
+            serve_route(&context, route, parts, body, &mut unanswered.exchange).await
         }
     };
+    unanswered.answered = true;
+    let exchange = &unanswered.exchange;
 
     let log = RequestLog {
         client: connection.client,
@@ -88,7 +104,7 @@ pub(super) async fn handle(
         host: host.as_deref(),
         path: uri.path(),
         request_id: &request_id,
-        exchange: &exchange,
+        exchange,
     };
     let mut response = match outcome {
         Ok(response) => response,
@@ -126,6 +142,54 @@ pub(super) async fn handle(
     }
     Ok(response)
 }
+
+/// A request until its handler has a response. If the handler's future is dropped before
+/// that, because the client closed its connection or shutdown cut the request, the request
+/// is logged and counted with status 499, nginx's code for a request the client closed.
+struct Unanswered<'a> {
+    worker: &'a WorkerContext,
+    client: SocketAddr,
+    method: &'a Method,
+    host: Option<&'a str>,
+    uri: &'a Uri,
+    request_id: &'a HeaderValue,
+    generation: u64,
+    started: std::time::Instant,
+    exchange: Exchange<'a>,
+    /// Set once the handler has a response, which it logs itself.
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let status = StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a status code");
+        let elapsed = self.started.elapsed();
+        self.worker.counters.count_request(
+            self.generation,
+            self.exchange.route,
+            self.exchange.backend,
+            status,
+            elapsed,
+        );
+        if self.worker.shared.config.access_log {
+            let log = RequestLog {
+                client: self.client,
+                method: self.method,
+                host: self.host,
+                path: self.uri.path(),
+                request_id: self.request_id,
+                exchange: &self.exchange,
+            };
+            log.write_access(status, elapsed);
+        }
+    }
+}
+
+/// nginx's status code for a request whose client closed the connection before the response.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The parts of a request that the steps after routing read.
 struct RequestContext<'a> {

@@ -67,9 +67,8 @@ pub struct ProxyConfig {
     /// Time a downstream connection may stay open without a request in flight. On a
     /// keep-alive connection the next request head must arrive within it, counted from the
     /// end of the previous request, as nginx's `keepalive_timeout` counts. Zero turns
-    /// keep-alive off, as `keepalive_timeout 0` does: an HTTP/1 response carries
-    /// `Connection: close`, and an HTTP/2 connection closes within a second after its
-    /// streams end.
+    /// keep-alive off, as `keepalive_timeout 0` does: an HTTP/1 connection closes after its
+    /// response, and an HTTP/2 connection within a second after its streams end.
     pub idle_timeout: Duration,
     /// Time to open an upstream connection, TLS handshake included.
     pub upstream_connect_timeout: Duration,

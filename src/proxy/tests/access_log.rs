@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -15,11 +16,16 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
 
-use super::harness::{Collected, TestProxy, backend, one_route, send};
+use super::harness::{Collected, TestProxy, backend, metric_value, one_route, send};
+use super::lifecycle::slow_upstream;
 use super::upstream::{TestUpstream, Transport};
 use crate::snapshot::UpstreamProtocol;
+
+/// Bound on waiting for something that should happen soon.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Fields of one captured event, values formatted with `Debug` or as text.
 type Fields = BTreeMap<String, String>;
@@ -137,6 +143,50 @@ async fn access_event_per_request() {
         .split_once('.')
         .map_or(0, |(_, decimals)| decimals.len());
     assert!(decimals <= 3, "{duration} has more than microsecond digits");
+}
+
+#[tokio::test]
+async fn abandoned_request_logged_as_499() {
+    access_events();
+    let (upstream, mut started_receiver) = slow_upstream(Duration::from_secs(30)).await;
+    let proxy = TestProxy::start(one_route(&backend(
+        "echo",
+        UpstreamProtocol::Http1,
+        &[upstream.address],
+    )));
+
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: foo.example.com\r\nX-Request-ID: access-log-abandoned\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, started_receiver.recv())
+        .await
+        .expect("the request reaches the upstream");
+    drop(stream);
+
+    let events = tokio::time::timeout(WAIT, async {
+        loop {
+            let events = events_for("access-log-abandoned");
+            if !events.is_empty() {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned request is logged");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["status"], "499");
+    assert_eq!(event["path"], "/slow");
+    assert_eq!(event["upstream"], upstream.address.to_string());
+    assert_eq!(event["route"], "ingress/default/foo.example.com/path/");
+    let counted = concat!(
+        r#"gangway_http_requests_total{ingress="default/foo.example.com","#,
+        r#"service="default/echo",code="499"}"#
+    );
+    assert_eq!(metric_value(&proxy, counted), 1);
 }
 
 #[tokio::test]

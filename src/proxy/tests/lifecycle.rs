@@ -92,7 +92,7 @@ async fn snapshot_swap_during_traffic_fails_no_request() {
 
 /// Starts an upstream that reports each request on the returned channel, then responds
 /// after `delay`.
-async fn slow_upstream(delay: Duration) -> (TestUpstream, mpsc::UnboundedReceiver<()>) {
+pub(super) async fn slow_upstream(delay: Duration) -> (TestUpstream, mpsc::UnboundedReceiver<()>) {
     let (started, started_receiver) = mpsc::unbounded_channel();
     let upstream = TestUpstream::start(
         Transport::Plain,
@@ -338,6 +338,21 @@ async fn zero_idle_timeout_turns_keep_alive_off() {
         .to_ascii_lowercase()
         + "\r\n";
     assert!(head.contains("\r\nconnection: close\r\n"), "{head:?}");
+
+    // An HTTP/1.0 client that asks for keep-alive is not told it got it.
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: foo.example.com\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("the proxy closes the HTTP/1.0 connection after its response")
+        .unwrap();
+    let received = String::from_utf8(received).unwrap().to_ascii_lowercase();
+    assert!(received.starts_with("http/1.0 200"), "{received:?}");
+    assert!(!received.contains("keep-alive"), "{received:?}");
 
     let closed = http2_request_then_close(proxy.http_addr()).await;
     assert!(closed, "the HTTP/2 connection stays open after its stream");
