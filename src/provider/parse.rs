@@ -1,6 +1,7 @@
 //! Parsing of manifest files: multi-document YAML or JSON, `kind: List` included, into the
 //! objects the compiler reads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -22,14 +23,16 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// memory. At about 100 bytes per node it allows documents of several hundred MB.
 const MAX_NODES_PER_DOCUMENT: usize = 4_000_000;
 
-/// Maximum number of nodes that YAML aliases may expand into in one file, which bounds the
+/// Maximum number of parser events that YAML aliases may replay in one file, which bounds the
 /// "billion laughs" attack. The limit covers the whole file because its documents are parsed
-/// one at a time. Under serde-saphyr's default limit, 1,000,000 replayed events per document,
-/// `gangway check` took 10.8 s to reject the nine-level file of the standalone test
-/// `hostile_files_do_not_crash`. Under this one it took 1.2 s, and 1.1 s for a file of 1,000
-/// five-level documents (debug build, 2-core AMD EPYC machine). Real manifests rarely use
-/// anchors; this still lets a file repeat a 100-node block a thousand times.
-const MAX_ALIAS_NODES_PER_FILE: usize = 100_000;
+/// one at a time. Under serde-saphyr's default, 1,000,000 replayed events per document,
+/// `gangway check` took 10.8 s in a debug build to reject the nine-level file of the
+/// standalone test `hostile_files_do_not_crash`. Under a cap of 100,000 per document, a file
+/// of 1,000 five-level documents took 48 s in a release build. Both are now rejected in
+/// 0.02 s (debug build, 2-core AMD EPYC machine), before the deserializer expands any alias.
+/// Real manifests rarely use anchors; this still lets a file repeat a 100-node block a
+/// thousand times.
+const MAX_ALIAS_EVENTS_PER_FILE: usize = 100_000;
 
 /// One object Gangway reads.
 #[derive(Clone, Debug)]
@@ -110,17 +113,27 @@ pub fn parse_manifests(text: &str) -> ParsedFile {
 
 fn parse_with_limit(text: &str, max_nodes: usize) -> ParsedFile {
     let mut parsed = ParsedFile::default();
-    // What is left of the file's alias budget. A document that may use aliases is charged
-    // every node it yields, an upper bound of what its aliases replayed.
-    let mut alias_nodes_left = MAX_ALIAS_NODES_PER_FILE;
+    // What is left of the file's alias budget. Each document is charged before it is
+    // deserialized, so one that fails later is charged too.
+    let mut alias_events_left = MAX_ALIAS_EVENTS_PER_FILE;
     for (index, (first_line, document)) in split_documents(text).into_iter().enumerate() {
         let number = index + 1;
-        let uses_aliases = may_use_aliases(document);
+        let replayed = replayed_events(document, alias_events_left);
+        if replayed > alias_events_left {
+            parsed.errors.push(ParseError {
+                document: number,
+                message: alias_limit_message(first_line),
+            });
+            break;
+        }
+        // serde-saphyr's own count stops the parse too, should the two counts differ.
+        let backstop = alias_events_left;
+        alias_events_left -= replayed;
         // Every node produces at least one parser event, and a mapping or sequence two.
         let options = serde_saphyr::options!(
             budget: serde_saphyr::budget!(max_nodes: max_nodes, max_events: max_nodes * 4),
             alias_limits: serde_saphyr::alias_limits!(
-                max_total_replayed_events: alias_nodes_left,
+                max_total_replayed_events: backstop,
             ),
         );
         let value: Value = match serde_saphyr::from_str_with_options(document, options) {
@@ -130,17 +143,12 @@ fn parse_with_limit(text: &str, max_nodes: usize) -> ParsedFile {
                     document: number,
                     message: yaml_error_message(&error, first_line, max_nodes),
                 });
-                // The file's alias budget is spent. Every later document with aliases would
-                // fail the same way, so the file gets one error instead of one per document.
                 if is_alias_limit(&error) {
                     break;
                 }
                 continue;
             }
         };
-        if uses_aliases {
-            alias_nodes_left = alias_nodes_left.saturating_sub(count_nodes(&value));
-        }
         if value.is_null() {
             continue;
         }
@@ -200,11 +208,7 @@ fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize, max_nodes:
         );
     }
     if is_alias_limit(error) {
-        return format!(
-            "the YAML aliases of the document that starts at line {first_line} expand beyond \
-             the file's limit of {MAX_ALIAS_NODES_PER_FILE} nodes, a limit against alias bombs; \
-             write the repeated parts out or use fewer aliases"
-        );
+        return alias_limit_message(first_line);
     }
     let message = DefaultMessageFormatter.format_message(error);
     let message = first_line_of(&message);
@@ -220,30 +224,63 @@ fn yaml_error_message(error: &serde_saphyr::Error, first_line: usize, max_nodes:
     }
 }
 
-/// Returns true when `document` may contain a YAML alias: a `*` at the start of a node,
-/// after whitespace or a flow indicator. A `*` inside a quoted string or a comment can also
-/// match, which only charges the document against the alias budget.
-fn may_use_aliases(document: &str) -> bool {
-    let bytes = document.as_bytes();
-    bytes.iter().enumerate().any(|(index, byte)| {
-        *byte == b'*'
-            && (index == 0 || matches!(bytes[index - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b','))
-    })
-}
+/// Returns the number of parser events that serde-saphyr replays for the aliases of
+/// `document`, counted from the parser's events without expanding anything. Counting stops
+/// once it passes `limit`, and at a syntax error, which the deserializer then reports.
+///
+/// A document without `&` defines no anchor, so it replays nothing and is not read twice.
+fn replayed_events(document: &str, limit: usize) -> usize {
+    use serde_saphyr::granit_parser::{Event, Parser};
 
-/// Returns the number of nodes in `value`: scalars, sequences and mappings, keys excluded.
-fn count_nodes(value: &Value) -> usize {
-    let mut count = 0;
-    let mut pending = vec![value];
-    while let Some(value) = pending.pop() {
-        count += 1;
-        match value {
-            Value::Array(items) => pending.extend(items),
-            Value::Object(map) => pending.extend(map.values()),
-            _ => {}
+    if !document.contains('&') {
+        return 0;
+    }
+    // Events of each anchored node, aliases inside it expanded; anchor id 0 means none.
+    let mut sizes: HashMap<usize, usize> = HashMap::new();
+    // Open sequences and mappings: their anchor and events so far.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut replayed = 0usize;
+    for item in Parser::new_from_str(document) {
+        let Ok((event, _)) = item else { break };
+        let finished = match event {
+            Event::Scalar(_, _, anchor, _) => Some((anchor, 1)),
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                open.push((anchor, 1));
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => open
+                .pop()
+                .map(|(anchor, size)| (anchor, size.saturating_add(1))),
+            Event::Alias(id) => {
+                let size = sizes.get(&id).copied().unwrap_or(0);
+                replayed = replayed.saturating_add(size);
+                Some((0, size))
+            }
+            _ => None,
+        };
+        if let Some((anchor, size)) = finished {
+            if anchor != 0 {
+                sizes.insert(anchor, size);
+            }
+            if let Some(parent) = open.last_mut() {
+                parent.1 = parent.1.saturating_add(size);
+            }
+        }
+        if replayed > limit {
+            break;
         }
     }
-    count
+    replayed
+}
+
+/// Describes a file whose aliases went over [`MAX_ALIAS_EVENTS_PER_FILE`] in the document at
+/// `first_line`.
+fn alias_limit_message(first_line: usize) -> String {
+    format!(
+        "YAML aliases in this file expand to more than {MAX_ALIAS_EVENTS_PER_FILE} parser \
+         events by the document that starts at line {first_line}, a limit against alias bombs; \
+         later documents were not read. Write the repeated parts out or use fewer aliases"
+    )
 }
 
 /// Returns true when `error` reports the alias replay limit. serde-saphyr wraps an error
@@ -497,9 +534,9 @@ items:
         assert_eq!(parsed.errors.len(), 1);
         assert_eq!(
             parsed.errors[0].message,
-            "the YAML aliases of the document that starts at line 1 expand beyond the file's \
-             limit of 100000 nodes, a limit against alias bombs; write the repeated parts out or \
-             use fewer aliases"
+            "YAML aliases in this file expand to more than 100000 parser events by the document \
+             that starts at line 1, a limit against alias bombs; later documents were not read. \
+             Write the repeated parts out or use fewer aliases"
         );
     }
 
@@ -517,24 +554,131 @@ items:
 
         let parsed = parse_manifests(&text);
 
-        // Each document is charged all of its nodes, about 12,000, so the budget runs out
-        // after seven or eight of them.
+        // Each document replays 13,560 events (120, 1,220 and 12,220 for its three levels of
+        // aliases), so seven fit in the budget and the eighth does not.
         assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+        assert_eq!(parsed.errors[0].document, 8);
         assert!(
-            (6..=10).contains(&parsed.errors[0].document),
-            "{:?}",
-            parsed.errors
+            parsed.errors[0].message.starts_with(
+                "YAML aliases in this file expand to more than 100000 parser events by the \
+                 document that starts at line 63,"
+            ),
+            "{}",
+            parsed.errors[0].message
         );
         assert!(parsed.objects.is_empty());
     }
 
     #[test]
-    fn alias_detection_skips_paths_and_hosts() {
-        assert!(may_use_aliases("a: *anchor"));
-        assert!(may_use_aliases("a: [x, *anchor]"));
-        assert!(may_use_aliases("*anchor"));
-        assert!(!may_use_aliases("path: /api/*"));
-        assert!(!may_use_aliases("host: \"*.example.com\""));
+    fn replayed_events_counted_without_expanding() {
+        // A sequence replays its start, its items and its end.
+        assert_eq!(
+            replayed_events("a: &x [1, 2]\nb: *x\nc: *x\n", usize::MAX),
+            8
+        );
+        // YAML 1.2 lets a flow mapping value follow the `:` of a quoted key directly.
+        assert_eq!(replayed_events("{\"a\": &x [1], \"b\":*x}", usize::MAX), 3);
+        // An alias inside an anchored node counts again each time that node is replayed:
+        // `b` replays 2 × 3 events, and `c` replays all 8 of `b`.
+        assert_eq!(
+            replayed_events("a: &x [1]\nb: &y [*x, *x]\nc: *y\n", usize::MAX),
+            14
+        );
+        // Without `&` nothing is replayed, whatever the `*`.
+        assert_eq!(
+            replayed_events("path: /api/*\nhost: \"*.example.com\"\n", 0),
+            0
+        );
+    }
+
+    /// Returns `nested_aliases(4)` with `copies` more aliases of its last anchor, then
+    /// `tail`. It replays about 13,600 + 12,200 × `copies` events: 99,000 for seven copies.
+    fn replaying_document(copies: usize, tail: &str) -> String {
+        let mut text = nested_aliases(4);
+        text.push_str(&format!("  b: [{}]\n", vec!["*a3"; copies].join(", ")));
+        text.push_str(tail);
+        text
+    }
+
+    fn is_alias_limit_message(error: &ParseError) -> bool {
+        error.message.contains("a limit against alias bombs")
+    }
+
+    #[test]
+    fn alias_limit_charges_documents_that_fail() {
+        // The first document replays about 99,000 events and only then reaches a syntax
+        // error. With the second one the file replays about 149,000.
+        let text = [
+            replaying_document(7, "  c: [unclosed\n"),
+            replaying_document(3, ""),
+        ]
+        .join("---\n");
+
+        let parsed = parse_manifests(&text);
+
+        assert!(
+            parsed.errors.iter().any(is_alias_limit_message),
+            "no document was stopped by the alias limit: {:?}",
+            parsed.errors
+        );
+        assert_eq!(parsed.errors.len(), 2, "{:?}", parsed.errors);
+    }
+
+    #[test]
+    fn alias_limit_charges_merged_aliases() {
+        // A 500-key mapping merged 60 times into one mapping replays about 60,000 events,
+        // but the merged value holds its 500 keys once. With the second document the file
+        // replays about 110,000 events.
+        let keys: Vec<String> = (0..500).map(|key| format!("k{key}: v")).collect();
+        let merges = vec!["*m"; 60].join(", ");
+        let document = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\n\
+             base: &m {{{}}}\ndata: {{<<: [{merges}]}}\n",
+            keys.join(", ")
+        );
+        let text = [document, replaying_document(3, "")].join("---\n");
+
+        let parsed = parse_manifests(&text);
+
+        assert!(
+            parsed.errors.iter().any(is_alias_limit_message),
+            "two documents replayed about 110,000 events unstopped: {:?}",
+            parsed.errors
+        );
+    }
+
+    #[test]
+    fn alias_limit_charges_aliases_after_json_keys() {
+        // About 95,000 replayed events, as in `replaying_document`, but every alias follows
+        // `":`, and the second document replays about 50,000 more.
+        let mut document = String::from(
+            "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"a\"},\n",
+        );
+        document.push_str("\"a0\": &a0 [x, x, x, x, x, x, x, x, x, x],\n");
+        for level in 1..4 {
+            let items: Vec<String> = (0..10)
+                .map(|i| format!("\"k{i}\":*a{}", level - 1))
+                .collect();
+            document.push_str(&format!(
+                "\"a{level}\": &a{level} {{{}}},\n",
+                items.join(", ")
+            ));
+        }
+        let copies: Vec<String> = (0..6).map(|i| format!("\"b{i}\":*a3")).collect();
+        document.push_str(&format!("\"b\": {{{}}}}}\n", copies.join(", ")));
+        assert!(
+            serde_saphyr::from_str::<Value>(&document).is_ok(),
+            "{document}"
+        );
+        let text = [document, replaying_document(3, "")].join("---\n");
+
+        let parsed = parse_manifests(&text);
+
+        assert!(
+            parsed.errors.iter().any(is_alias_limit_message),
+            "two documents replayed about 145,000 events unstopped: {:?}",
+            parsed.errors
+        );
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub(super) async fn handle(
 /// A request until its handler has a response. If the handler's future is dropped before
 /// that, because the client closed its connection or shutdown cut the request, the request
 /// is logged and counted with status 499, nginx's code for a request the client closed.
+/// NOTE: a panic in the handler would also be logged as 499 while it unwinds.
 struct Unanswered<'a> {
     worker: &'a WorkerContext,
     client: SocketAddr,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -19,7 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::harness::{Collected, TestProxy, backend, metric_value, one_route, send};
+use super::harness::{
+    Collected, TestProxy, backend, h2c_client, http1_client, metric_value, one_route, send,
+};
 use super::lifecycle::slow_upstream;
 use super::upstream::{TestUpstream, Transport};
 use crate::snapshot::UpstreamProtocol;
@@ -145,15 +147,37 @@ async fn access_event_per_request() {
     assert!(decimals <= 3, "{duration} has more than microsecond digits");
 }
 
-#[tokio::test]
-async fn abandoned_request_logged_as_499() {
-    access_events();
-    let (upstream, mut started_receiver) = slow_upstream(Duration::from_secs(30)).await;
-    let proxy = TestProxy::start(one_route(&backend(
+/// The series that counts abandoned requests on the route of [`slow_proxy`].
+const ABANDONED: &str = concat!(
+    r#"gangway_http_requests_total{ingress="default/foo.example.com","#,
+    r#"service="default/echo",code="499"}"#
+);
+
+/// Starts a proxy with `config` in front of an upstream that answers after `delay`, and
+/// returns the channel on which the upstream reports each request it receives.
+async fn slow_proxy(
+    config: crate::proxy::ProxyConfig,
+    delay: Duration,
+) -> (
+    TestUpstream,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    TestProxy,
+) {
+    let (upstream, started) = slow_upstream(delay).await;
+    let route = one_route(&backend(
         "echo",
         UpstreamProtocol::Http1,
         &[upstream.address],
-    )));
+    ));
+    let proxy = TestProxy::start_with(config, route);
+    (upstream, started, proxy)
+}
+
+#[tokio::test]
+async fn abandoned_request_logged_as_499() {
+    access_events();
+    let (upstream, mut started_receiver, proxy) =
+        slow_proxy(TestProxy::config(), Duration::from_secs(30)).await;
 
     let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
     stream
@@ -165,9 +189,21 @@ async fn abandoned_request_logged_as_499() {
         .expect("the request reaches the upstream");
     drop(stream);
 
-    let events = tokio::time::timeout(WAIT, async {
+    let events = wait_for_events("access-log-abandoned").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["status"], "499");
+    assert_eq!(event["path"], "/slow");
+    assert_eq!(event["upstream"], upstream.address.to_string());
+    assert_eq!(event["route"], "ingress/default/foo.example.com/path/");
+    assert_eq!(metric_value(&proxy, ABANDONED), 1);
+}
+
+/// Waits until the access log has an event for `request_id`, and returns its events.
+async fn wait_for_events(request_id: &str) -> Vec<Fields> {
+    tokio::time::timeout(WAIT, async {
         loop {
-            let events = events_for("access-log-abandoned");
+            let events = events_for(request_id);
             if !events.is_empty() {
                 return events;
             }
@@ -175,18 +211,85 @@ async fn abandoned_request_logged_as_499() {
         }
     })
     .await
-    .expect("the abandoned request is logged");
+    .unwrap_or_else(|_| panic!("no access event for {request_id}"))
+}
+
+#[tokio::test]
+async fn http2_reset_stream_logged_as_499() {
+    access_events();
+    let (upstream, mut started_receiver, proxy) =
+        slow_proxy(TestProxy::config(), Duration::from_secs(30)).await;
+
+    let mut sender = h2c_client::<Empty<Bytes>>(proxy.http_addr()).await;
+    let request = Request::get("http://foo.example.com/slow")
+        .header("x-request-id", "access-log-h2-reset")
+        .body(Empty::new())
+        .unwrap();
+    let pending = tokio::spawn(sender.send_request(request));
+    tokio::time::timeout(WAIT, started_receiver.recv())
+        .await
+        .expect("the request reaches the upstream");
+    // hyper's HTTP/2 client resets a stream whose response future is dropped.
+    pending.abort();
+
+    let events = wait_for_events("access-log-h2-reset").await;
     assert_eq!(events.len(), 1, "{events:?}");
-    let event = &events[0];
-    assert_eq!(event["status"], "499");
-    assert_eq!(event["path"], "/slow");
-    assert_eq!(event["upstream"], upstream.address.to_string());
-    assert_eq!(event["route"], "ingress/default/foo.example.com/path/");
-    let counted = concat!(
-        r#"gangway_http_requests_total{ingress="default/foo.example.com","#,
-        r#"service="default/echo",code="499"}"#
-    );
-    assert_eq!(metric_value(&proxy, counted), 1);
+    assert_eq!(events[0]["status"], "499");
+    assert_eq!(events[0]["upstream"], upstream.address.to_string());
+    assert_eq!(metric_value(&proxy, ABANDONED), 1);
+    assert!(!sender.is_closed(), "a reset stream keeps its connection");
+}
+
+#[tokio::test]
+async fn request_cut_by_shutdown_logged_as_499() {
+    access_events();
+    let mut config = TestProxy::config();
+    config.shutdown_timeout = Duration::from_millis(300);
+    config.upstream_response_timeout = Duration::from_secs(60);
+    let (_upstream, mut started_receiver, proxy) =
+        slow_proxy(config, Duration::from_secs(60)).await;
+    let live = proxy.live.clone();
+
+    let mut sender = http1_client::<Full<Bytes>>(proxy.http_addr()).await;
+    let in_flight = tokio::spawn(sender.send_request(request_with_id("access-log-shutdown")));
+    tokio::time::timeout(WAIT, started_receiver.recv())
+        .await
+        .expect("the request reaches the upstream");
+    tokio::time::timeout(WAIT, proxy.stop())
+        .await
+        .expect("join returns once the shutdown timeout passes");
+    let _ = in_flight.await;
+
+    // The workers have returned, so every event they write is already captured.
+    let events = events_for("access-log-shutdown");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["status"], "499");
+    let metrics = live.metrics().encode();
+    assert!(metrics.contains(&format!("{ABANDONED} 1")), "{metrics}");
+}
+
+#[tokio::test]
+async fn upgrade_client_gone_logged_as_499() {
+    access_events();
+    let (_upstream, mut started_receiver, proxy) =
+        slow_proxy(TestProxy::config(), Duration::from_secs(30)).await;
+
+    let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: foo.example.com\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nX-Request-ID: access-log-upgrade-gone\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, started_receiver.recv())
+        .await
+        .expect("the upgrade request reaches the upstream");
+    drop(stream);
+
+    let events = wait_for_events("access-log-upgrade-gone").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["status"], "499");
 }
 
 #[tokio::test]
