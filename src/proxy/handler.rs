@@ -67,7 +67,7 @@ pub(super) async fn handle(
         && !worker.shared.config.idle_timeout.is_zero()
         && headers::connection_lists(&parts.headers, "keep-alive");
 
-    let mut unanswered = Unanswered {
+    let mut record = RequestRecord {
         worker: &worker,
         client: connection.client,
         method: &method,
@@ -77,7 +77,7 @@ pub(super) async fn handle(
         generation: snapshot.generation,
         started,
         exchange: Exchange::default(),
-        answered: false,
+        written: false,
     };
     let context = RequestContext {
         worker: &worker,
@@ -91,25 +91,15 @@ pub(super) async fn handle(
     let outcome = match snapshot.lookup_route(host.as_deref(), uri.path()) {
         RouteLookup::NotFound => Err(Failure::new(FailureKind::NoRoute)),
         RouteLookup::Matched { route, .. } => {
-            unanswered.exchange.route = Some(route);
-            serve_route(&context, route, parts, body, &mut unanswered.exchange).await
+            record.exchange.route = Some(route);
+            serve_route(&context, route, parts, body, &mut record.exchange).await
         }
     };
-    unanswered.answered = true;
-    let exchange = &unanswered.exchange;
 
-    let log = RequestLog {
-        client: connection.client,
-        method: &method,
-        host: host.as_deref(),
-        path: uri.path(),
-        request_id: &request_id,
-        exchange,
-    };
     let mut response = match outcome {
         Ok(response) => response,
         Err(failure) => {
-            worker.log_failure(&failure, &log);
+            worker.log_failure(&failure, &record.log());
             build_failure_response(&failure, downstream_version)
         }
     };
@@ -128,26 +118,16 @@ pub(super) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     response.body_mut().set_in_flight(in_flight);
-
-    let elapsed = started.elapsed();
-    worker.counters.count_request(
-        snapshot.generation,
-        exchange.route,
-        exchange.backend,
-        response.status(),
-        elapsed,
-    );
-    if worker.shared.config.access_log {
-        log.write_access(response.status(), elapsed);
-    }
+    record.write(response.status());
     Ok(response)
 }
 
-/// A request until its handler has a response. If the handler's future is dropped before
-/// that, because the client closed its connection or shutdown cut the request, the request
-/// is logged and counted with status 499, nginx's code for a request the client closed.
+/// The access log line and request metrics of one request, written once: by the handler
+/// with its response's status, or on drop with 499, nginx's code for a request the client
+/// closed. A drop before the response happens when the client closed its connection or
+/// reset its stream, or when shutdown cut the request.
 /// NOTE: a panic in the handler would also be logged as 499 while it unwinds.
-struct Unanswered<'a> {
+struct RequestRecord<'a> {
     worker: &'a WorkerContext,
     client: SocketAddr,
     method: &'a Method,
@@ -157,16 +137,26 @@ struct Unanswered<'a> {
     generation: u64,
     started: std::time::Instant,
     exchange: Exchange<'a>,
-    /// Set once the handler has a response, which it logs itself.
-    answered: bool,
+    /// Set once the record is written.
+    written: bool,
 }
 
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
+impl RequestRecord<'_> {
+    /// Returns the fields that every log line about the request carries.
+    fn log(&self) -> RequestLog<'_> {
+        RequestLog {
+            client: self.client,
+            method: self.method,
+            host: self.host,
+            path: self.uri.path(),
+            request_id: self.request_id,
+            exchange: &self.exchange,
         }
-        let status = StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a status code");
+    }
+
+    /// Counts the request with `status` and writes its access log line.
+    fn write(&mut self, status: StatusCode) {
+        self.written = true;
         let elapsed = self.started.elapsed();
         self.worker.counters.count_request(
             self.generation,
@@ -176,15 +166,16 @@ impl Drop for Unanswered<'_> {
             elapsed,
         );
         if self.worker.shared.config.access_log {
-            let log = RequestLog {
-                client: self.client,
-                method: self.method,
-                host: self.host,
-                path: self.uri.path(),
-                request_id: self.request_id,
-                exchange: &self.exchange,
-            };
-            log.write_access(status, elapsed);
+            self.log().write_access(status, elapsed);
+        }
+    }
+}
+
+impl Drop for RequestRecord<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            let status = StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a status code");
+            self.write(status);
         }
     }
 }

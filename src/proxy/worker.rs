@@ -289,7 +289,7 @@ impl Drop for InFlight {
 /// default `proxy_ignore_client_abort off`. With half-closes allowed, a client that vanished
 /// during a quiet streaming response would hold both connections until the upstream wrote.
 ///
-/// Without `keep_alive`, each HTTP/1 response carries `Connection: close`.
+/// Without `keep_alive`, each HTTP/1.1 response carries `Connection: close`.
 fn server_builder(keep_alive: bool) -> auto::Builder<LocalExec> {
     let mut builder = auto::Builder::new(LocalExec);
     builder
@@ -323,14 +323,16 @@ async fn serve(shared: Arc<Shared>, http: TcpListener, https: TcpListener) {
         config.park_after,
         shared.live.metrics().upstream_connections_parked.clone(),
     ));
+    // A zero idle timeout turns keep-alive off.
+    let keep_alive = !config.idle_timeout.is_zero();
     let worker = Rc::new(WorkerContext {
         shared: shared.clone(),
         pool: pool.clone(),
         counters: CounterCache::new(shared.live.metrics().clone()),
         failure_log: FailureLog::new(),
         tasks: TaskTracker::new(),
-        http1: http1_builder(!config.idle_timeout.is_zero()),
-        builder: server_builder(!config.idle_timeout.is_zero()),
+        http1: http1_builder(keep_alive),
+        builder: server_builder(keep_alive),
         lot: ParkingLot::new(shared.live.metrics().downstream_connections_parked.clone())
             .inspect_err(|error| {
                 tracing::warn!(error = %error, "idle connections cannot be parked outside their tasks");
@@ -672,15 +674,17 @@ where
         // every `MIN_IDLE_RECHECK`, so that a long request does not wake the loop at every
         // turn of the runtime. With keep-alive off it runs every second, so that an HTTP/2
         // connection closes within a second of its last stream.
-        let idle_deadline = if config.idle_timeout.is_zero() {
-            let recheck = Instant::now() + KEEP_ALIVE_OFF_CHECK;
-            connection
-                .idle_deadline(config)
-                .map_or(recheck, |deadline| deadline.min(recheck))
-        } else {
-            connection
-                .idle_deadline(config)
-                .unwrap_or_else(|| Instant::now() + config.idle_timeout.max(MIN_IDLE_RECHECK))
+        let keep_alive_off = config.idle_timeout.is_zero();
+        let recheck = Instant::now()
+            + if keep_alive_off {
+                KEEP_ALIVE_OFF_CHECK
+            } else {
+                config.idle_timeout.max(MIN_IDLE_RECHECK)
+            };
+        let idle_deadline = match connection.idle_deadline(config) {
+            Some(deadline) if keep_alive_off => deadline.min(recheck),
+            Some(deadline) => deadline,
+            None => recheck,
         };
         // With a request in flight, the parking check runs again after `park_after`.
         let park_deadline = park.map(|park| {
