@@ -17,7 +17,7 @@ const FAILURE_LINES_PER_SECOND: u32 = 20;
 
 /// The fields every log line about a request carries.
 pub(super) struct RequestLog<'a> {
-    /// The client's address and port, as the proxy's socket sees it.
+    /// The client's address and port, as the proxy's socket reports them.
     pub(super) client: SocketAddr,
     pub(super) method: &'a Method,
     pub(super) host: Option<&'a str>,

@@ -153,7 +153,7 @@ const ABANDONED: &str = concat!(
     r#"service="default/echo",code="499"}"#
 );
 
-/// Starts a proxy with `config` in front of an upstream that answers after `delay`, and
+/// Starts a proxy with `config` in front of an upstream that responds after `delay`, and
 /// returns the channel on which the upstream reports each request it receives.
 async fn slow_proxy(
     config: crate::proxy::ProxyConfig,

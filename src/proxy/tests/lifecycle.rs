@@ -193,8 +193,8 @@ where
 
 #[tokio::test]
 async fn client_half_closed_during_request_cancels_it() {
-    // The upstream answers after the proxy has seen the client's end of input, so the
-    // request is still in flight when the half-close arrives.
+    // The upstream responds after the half-close arrives, so the request is still in flight
+    // when the proxy reads the client's end of input.
     let (upstream, _started) = slow_upstream(Duration::from_millis(500)).await;
     let proxy = TestProxy::start(snapshot_to(&upstream, UpstreamProtocol::Http1));
 
@@ -208,8 +208,8 @@ async fn client_half_closed_during_request_cancels_it() {
     assert_eq!(received, "", "TLS");
 }
 
-/// Starts a raw upstream that answers each request with a chunked response head and then
-/// sends nothing. It reports on the returned channel when the proxy closes its connection.
+/// Starts a raw upstream that responds to each request with a chunked response head and
+/// then sends nothing. It reports on the returned channel when the proxy closes its connection.
 async fn silent_stream_upstream() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -339,7 +339,7 @@ async fn zero_idle_timeout_turns_keep_alive_off() {
         + "\r\n";
     assert!(head.contains("\r\nconnection: close\r\n"), "{head:?}");
 
-    // An HTTP/1.0 client that asks for keep-alive is not told it got it.
+    // An HTTP/1.0 request for keep-alive gets no `Connection: keep-alive` in the response.
     let mut stream = TcpStream::connect(proxy.http_addr()).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: foo.example.com\r\nConnection: keep-alive\r\n\r\n")
